@@ -1,0 +1,238 @@
+package dockerpool
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+)
+
+// Defaults applied by New to zero-valued Config fields.
+const (
+	DefaultMinIdle                = 5
+	DefaultMaxIdle                = 10
+	DefaultRefillInterval         = 100 * time.Millisecond
+	DefaultMaxConcurrentDockerOps = 10
+	DefaultMaxConcurrentAcquire   = 10
+	DefaultDockerTimeout          = 30 * time.Second
+)
+
+// DefaultCmd is the main process of a pool container when neither Config.Cmd
+// nor Config.ContainerConfig.Cmd is set: it keeps the container running and
+// idle until the pool removes it.
+var DefaultCmd = []string{"sleep", "infinity"}
+
+// Config describes a pool. Name, Network.Name and Image.Name are required;
+// every other field has a default, applied by New when the field is zero.
+type Config struct {
+	// Name identifies the pool. Every container gets the label
+	// dockerpool.pool=<Name>, and New adopts the running containers that an
+	// earlier process left under that name. Two live pools must not share a
+	// name.
+	Name string
+
+	// Network is the Docker network the containers join.
+	Network NetworkConfig
+
+	// Image is the image the containers run.
+	Image ImageConfig
+
+	// Cmd is the containers' main process. Default: DefaultCmd
+	// (sleep infinity). Commands are run beside it with Exec.
+	Cmd []string
+
+	// MinIdle is how many idle containers the pool keeps ready. Default 5.
+	MinIdle int
+	// MaxIdle caps the idle containers: a container returned above it is
+	// removed. Default 10, or MinIdle when that is larger.
+	MaxIdle int
+	// RefillInterval is how often the pool checks MinIdle and MaxIdle and
+	// retries failed work. Default 100ms. The pool also refills right after
+	// an Acquire takes an idle container.
+	RefillInterval time.Duration
+	// MaxConcurrentDockerOps bounds the Docker calls made in the background:
+	// refill, trimming, removals and shutdown. Default 10.
+	MaxConcurrentDockerOps int
+	// MaxConcurrentAcquire bounds the creations started for callers of
+	// Acquire who found no idle container. Default 10.
+	MaxConcurrentAcquire int
+
+	// ContainerConfig, when set, is the base for every container. The pool
+	// fills in Image (from Image.Name) and Cmd (from Cmd) when they are
+	// empty, and adds its labels.
+	ContainerConfig *container.Config
+	// HostConfig, when set, is used for every container (resources, mounts,
+	// security options). When its NetworkMode is set (for example "none"),
+	// the pool network is not attached. When its Init is nil the pool sets
+	// it to true, so that an init process reaps zombies.
+	HostConfig *container.HostConfig
+
+	// Labels are added to every container.
+	Labels map[string]string
+
+	// OnError receives errors that happen in the background (a failed refill,
+	// a failed removal). It is called on a goroutine of its own, one call at a
+	// time, and may call the pool. Default: the standard logger.
+	OnError func(error)
+
+	// Fields below are not in the reference API; their zero value keeps its
+	// behaviour.
+
+	// MaxSize caps all containers of the pool: idle, in use and being
+	// created. At the cap, Acquire waits in FIFO order for a container to be
+	// returned. Zero means no cap.
+	MaxSize int
+	// MaxUses removes a container after it has been handed out this many
+	// times. 1 gives single-use warm containers: the strongest isolation at
+	// warm latency. Zero means no limit.
+	MaxUses int
+	// MaxIdleTime removes a container that stayed idle longer. Zero: no limit.
+	MaxIdleTime time.Duration
+	// MaxLifetime removes a container older than this (each container gets up
+	// to 10% less, at random, so they do not all expire together). An in-use
+	// container is removed when it is returned. Zero: no limit.
+	MaxLifetime time.Duration
+	// OnReturn, when set, runs on every returned container before it goes
+	// back to the idle stack (on a background worker, never on the caller's
+	// goroutine). An error removes the container instead.
+	OnReturn func(ctx context.Context, c *Container) error
+	// Logger receives structured events: containers created, removed (with
+	// the reason), adopted, and refill backoff. Default: none.
+	Logger *slog.Logger
+	// Client is the Docker client to use. Default: one made with
+	// client.FromEnv and API version negotiation, closed by Shutdown.
+	Client *client.Client
+	// DockerTimeout bounds each Docker call the pool makes in the background
+	// (create, start, remove, inspect). Default 30s.
+	DockerTimeout time.Duration
+}
+
+// NetworkConfig says which network the containers join.
+type NetworkConfig struct {
+	// Name of the network. Required.
+	Name string
+	// Driver used when the pool creates the network. Default "bridge".
+	Driver string
+	// NeedsCreate makes New create the network when it does not exist yet.
+	// An existing network of that name is reused. When false, the network
+	// must exist (unless HostConfig.NetworkMode detaches the containers).
+	NeedsCreate bool
+	// NeedsRemove makes Shutdown remove the network.
+	NeedsRemove bool
+	// Labels are set on the network when the pool creates it.
+	Labels map[string]string
+}
+
+// ImageConfig says which image the containers run.
+type ImageConfig struct {
+	// Name of the image, such as "alpine:3.20". Required.
+	Name string
+	// NeedsPull makes New pull the image. When the pull fails but the image is
+	// present locally, New goes on with the local copy and reports the failed
+	// pull through OnError.
+	NeedsPull bool
+	// PullPolicy refines NeedsPull; see PullPolicy. The zero value follows
+	// NeedsPull (PullAlways when true, PullNever when false).
+	PullPolicy PullPolicy
+}
+
+// PullPolicy says when New pulls the image.
+type PullPolicy string
+
+const (
+	// PullIfNotPresent pulls only when the image is missing locally.
+	PullIfNotPresent PullPolicy = "if-not-present"
+	// PullAlways pulls on every New (falling back to a local copy when the
+	// registry cannot be reached).
+	PullAlways PullPolicy = "always"
+	// PullNever never pulls: the image must be present locally.
+	PullNever PullPolicy = "never"
+)
+
+// settings is a validated Config with every default applied.
+type settings struct {
+	Config
+	pullPolicy PullPolicy
+}
+
+// resolve validates cfg and applies the defaults.
+func resolve(cfg Config) (settings, error) {
+	if cfg.Name == "" {
+		return settings{}, ErrPoolNameRequired
+	}
+	if cfg.Network.Name == "" {
+		return settings{}, ErrNetworkNameRequired
+	}
+	if cfg.Image.Name == "" {
+		return settings{}, ErrImageRequired
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MinIdle", int64(cfg.MinIdle)},
+		{"MaxIdle", int64(cfg.MaxIdle)},
+		{"RefillInterval", int64(cfg.RefillInterval)},
+		{"MaxConcurrentDockerOps", int64(cfg.MaxConcurrentDockerOps)},
+		{"MaxConcurrentAcquire", int64(cfg.MaxConcurrentAcquire)},
+		{"MaxSize", int64(cfg.MaxSize)},
+		{"MaxUses", int64(cfg.MaxUses)},
+		{"MaxIdleTime", int64(cfg.MaxIdleTime)},
+		{"MaxLifetime", int64(cfg.MaxLifetime)},
+		{"DockerTimeout", int64(cfg.DockerTimeout)},
+	} {
+		if f.v < 0 {
+			return settings{}, fmt.Errorf("%w: %s is negative (%d)", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	s := settings{Config: cfg}
+	if len(s.Cmd) == 0 {
+		s.Cmd = DefaultCmd
+	}
+	if s.MinIdle == 0 {
+		s.MinIdle = DefaultMinIdle
+	}
+	if s.MaxIdle == 0 {
+		s.MaxIdle = max(DefaultMaxIdle, s.MinIdle)
+	}
+	if s.MinIdle > s.MaxIdle {
+		return settings{}, fmt.Errorf("%w: MinIdle (%d) is above MaxIdle (%d)", ErrInvalidConfig, s.MinIdle, s.MaxIdle)
+	}
+	if s.MaxSize > 0 && s.MinIdle > s.MaxSize {
+		return settings{}, fmt.Errorf("%w: MinIdle (%d) is above MaxSize (%d)", ErrInvalidConfig, s.MinIdle, s.MaxSize)
+	}
+	if s.RefillInterval == 0 {
+		s.RefillInterval = DefaultRefillInterval
+	}
+	if s.MaxConcurrentDockerOps == 0 {
+		s.MaxConcurrentDockerOps = DefaultMaxConcurrentDockerOps
+	}
+	if s.MaxConcurrentAcquire == 0 {
+		s.MaxConcurrentAcquire = DefaultMaxConcurrentAcquire
+	}
+	if s.DockerTimeout == 0 {
+		s.DockerTimeout = DefaultDockerTimeout
+	}
+	if s.Network.Driver == "" {
+		s.Network.Driver = "bridge"
+	}
+	if s.OnError == nil {
+		s.OnError = func(err error) { log.Printf("dockerpool %s: %v", cfg.Name, err) }
+	}
+	switch s.Image.PullPolicy {
+	case "":
+		s.pullPolicy = PullNever
+		if s.Image.NeedsPull {
+			s.pullPolicy = PullAlways
+		}
+	case PullIfNotPresent, PullAlways, PullNever:
+		s.pullPolicy = s.Image.PullPolicy
+	default:
+		return settings{}, fmt.Errorf("%w: unknown Image.PullPolicy %q", ErrInvalidConfig, s.Image.PullPolicy)
+	}
+	return s, nil
+}

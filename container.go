@@ -1,0 +1,216 @@
+package dockerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync/atomic"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+)
+
+// Container is a pooled container handed out by Acquire. It belongs to its
+// caller until Return or Remove; after that the handle is dead: every method
+// but ID returns ErrContainerReleased, even if the pool has since handed the
+// same Docker container to somebody else.
+//
+// The methods of one Container may be called from several goroutines; see
+// ExecStream for what concurrent commands in one container do.
+type Container struct {
+	pool  *Pool
+	id    string
+	lease uint64 // which hand-out of this container the handle stands for
+
+	// Low 32 bits: execs running on this handle. High bits: the flags below.
+	// Written by the holder's goroutines and, for handleDead and
+	// handleRevoked, by the owner.
+	state atomic.Uint64
+}
+
+const (
+	execMask       uint64 = 1<<32 - 1
+	handleReleased uint64 = 1 << 32 // Return or Remove was called
+	handleTainted  uint64 = 1 << 33 // an exec may have left processes behind
+	handleDead     uint64 = 1 << 34 // Docker said the container died or is gone
+	handleRevoked  uint64 = 1 << 35 // Shutdown gave up waiting and removed it
+)
+
+// ID returns the Docker container ID.
+func (c *Container) ID() string { return c.id }
+
+// Tainted reports whether an exec on this handle timed out, hit its output
+// limit or was cancelled and the pool could not prove that all of its
+// processes were killed. A tainted container is removed on Return instead of
+// being reused.
+func (c *Container) Tainted() bool { return c.state.Load()&handleTainted != 0 }
+
+// beginExec registers an exec on the handle, or says why it may not run.
+func (c *Container) beginExec() error {
+	for {
+		s := c.state.Load()
+		switch {
+		case s&handleRevoked != 0:
+			return fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id))
+		case s&handleReleased != 0:
+			return fmt.Errorf("%w: container %s", ErrContainerReleased, shortID(c.id))
+		case s&handleDead != 0:
+			return fmt.Errorf("%w: container %s", ErrContainerDead, shortID(c.id))
+		}
+		if c.state.CompareAndSwap(s, s+1) {
+			return nil
+		}
+	}
+}
+
+func (c *Container) endExec() { c.state.Add(^uint64(0)) }
+
+// markReleased ends the handle. It reports whether execs were still running
+// on it: such a container must not be reused.
+func (c *Container) markReleased() (busy bool, err error) {
+	for {
+		s := c.state.Load()
+		if s&handleRevoked != 0 {
+			return false, ErrPoolShutdown
+		}
+		if s&handleReleased != 0 {
+			return false, fmt.Errorf("%w: container %s", ErrContainerReleased, shortID(c.id))
+		}
+		if c.state.CompareAndSwap(s, s|handleReleased) {
+			return s&execMask != 0, nil
+		}
+	}
+}
+
+// containerSpec is what every container of the pool is created from.
+type containerSpec struct {
+	config  *container.Config
+	host    *container.HostConfig
+	network *network.NetworkingConfig
+	hash    string
+}
+
+// buildSpec merges the user's configuration with the pool's own labels and
+// defaults. imageID is the resolved image, for the configuration hash.
+func buildSpec(s settings, imageID, instance string) containerSpec {
+	var cc container.Config
+	if s.ContainerConfig != nil {
+		cc = *s.ContainerConfig
+	}
+	if cc.Image == "" {
+		cc.Image = s.Image.Name
+	}
+	if len(cc.Cmd) == 0 {
+		cc.Cmd = slices.Clone(s.Cmd)
+	}
+	labels := map[string]string{}
+	maps.Copy(labels, cc.Labels)
+	maps.Copy(labels, s.Labels)
+	labels[LabelPool] = s.Name
+
+	var hc container.HostConfig
+	if s.HostConfig != nil {
+		hc = *s.HostConfig
+	}
+	if hc.Init == nil {
+		yes := true
+		hc.Init = &yes
+	}
+	var nc *network.NetworkingConfig
+	if hc.NetworkMode == "" {
+		hc.NetworkMode = container.NetworkMode(s.Network.Name)
+	}
+
+	cc.Labels = labels
+	hash := configHash(imageID, &cc, &hc, nc)
+	cc.Labels = maps.Clone(labels)
+	cc.Labels[LabelConfig] = hash
+	cc.Labels[LabelInstance] = instance
+	return containerSpec{config: &cc, host: &hc, network: nc, hash: hash}
+}
+
+// ---- background work: each function below runs on a worker ----------------
+
+// createContainer creates and starts one container. On any failure it removes
+// what it created, so a failed creation leaves nothing behind.
+func (p *Pool) createContainer() (string, error) {
+	ctx, cancel := context.WithTimeout(p.createCtx, p.cfg.DockerTimeout)
+	defer cancel()
+	// The client adjusts the configs it is given (capabilities, fields of
+	// older API versions): each creation gets its own copies.
+	cc, hc := *p.spec.config, *p.spec.host
+	resp, err := p.api.ContainerCreate(ctx, &cc, &hc, p.spec.network, nil, "")
+	if err != nil {
+		return "", fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
+	}
+	if err := p.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
+		p.cleanup(resp.ID)
+		return "", fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
+	}
+	if ctx.Err() != nil { // a forced shutdown cancelled us after the fact
+		p.cleanup(resp.ID)
+		return "", fmt.Errorf("create container: %w", ctx.Err())
+	}
+	return resp.ID, nil
+}
+
+// cleanup removes a container the pool does not track, with a fresh deadline:
+// it runs when the creation's own context may be over.
+func (p *Pool) cleanup(id string) {
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
+	defer cancel()
+	if err := p.removeContainer(ctx, id); err != nil {
+		p.notify(fmt.Errorf("dockerpool: remove half-made container %s: %w", shortID(id), err))
+	}
+}
+
+// removeContainer force-removes a container: SIGKILL and removal in one call,
+// so it never waits out a stop timeout. A container that is already gone
+// counts as removed.
+func (p *Pool) removeContainer(ctx context.Context, id string) error {
+	err := p.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// checkContainer reports an error when the container is not running any more.
+func (p *Pool) checkContainer(id string) error {
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
+	defer cancel()
+	info, err := p.api.ContainerInspect(ctx, id)
+	if err != nil {
+		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	}
+	if info.State == nil || !info.State.Running {
+		return fmt.Errorf("%w: container %s", ErrContainerDead, shortID(id))
+	}
+	if info.State.OOMKilled {
+		return fmt.Errorf("%w: container %s was OOM-killed", ErrContainerDead, shortID(id))
+	}
+	return nil
+}
+
+// resetContainer runs the user's OnReturn hook, then checks that the container
+// is still running.
+func (p *Pool) resetContainer(id string) error {
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
+	defer cancel()
+	h := &Container{pool: p, id: id}
+	err := p.cfg.OnReturn(ctx, h)
+	// The hook's handle dies with the hook, whatever it kept of it.
+	if busy, _ := h.markReleased(); busy {
+		err = errors.Join(err, errors.New("an exec was still running when it returned"))
+	}
+	if h.Tainted() {
+		err = errors.Join(err, errors.New("an exec could not be cleaned up"))
+	}
+	if err != nil {
+		return fmt.Errorf("OnReturn: %w", err)
+	}
+	return p.checkContainer(id)
+}

@@ -1,0 +1,62 @@
+package dockerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Configuration errors returned by New. Test for them with errors.Is.
+var (
+	// ErrPoolNameRequired means Config.Name is empty.
+	ErrPoolNameRequired = errors.New("dockerpool: pool name is required")
+	// ErrNetworkNameRequired means Config.Network.Name is empty.
+	ErrNetworkNameRequired = errors.New("dockerpool: network name is required")
+	// ErrImageRequired means Config.Image.Name is empty.
+	ErrImageRequired = errors.New("dockerpool: image name is required")
+	// ErrInvalidConfig wraps every other configuration mistake (a negative
+	// count, MinIdle above MaxIdle, ...). The message says which field.
+	ErrInvalidConfig = errors.New("dockerpool: invalid config")
+	// ErrImageNotFound means the image is not on the daemon and could not be
+	// pulled. The error names the image and carries the daemon's reason.
+	ErrImageNotFound = errors.New("dockerpool: image not available")
+	// ErrNetworkNotFound means the pool network does not exist and
+	// Config.Network.NeedsCreate is false.
+	ErrNetworkNotFound = errors.New("dockerpool: network not found")
+)
+
+// Errors of a running pool.
+var (
+	// ErrPoolShutdown is returned by Acquire (including callers that were
+	// already waiting) once Shutdown has started, and by Return, Remove and
+	// Exec once the pool has stopped.
+	ErrPoolShutdown = errors.New("dockerpool: pool is shut down")
+	// ErrDaemonUnavailable is returned by Acquire when no container is idle and
+	// the Docker daemon is failing: the pool answers at once instead of
+	// queueing the caller behind calls that cannot succeed. It wraps the last
+	// error seen from the daemon.
+	ErrDaemonUnavailable = errors.New("dockerpool: docker daemon unavailable")
+	// ErrContainerReleased is returned when a Container handle is used after
+	// it was returned or removed (a double Return, Exec after Return, ...).
+	// Nothing is run and the pool is unchanged.
+	ErrContainerReleased = errors.New("dockerpool: container was already returned or removed")
+	// ErrInvalidContainer is returned by Return and Remove for a nil handle or
+	// one that belongs to another pool.
+	ErrInvalidContainer = errors.New("dockerpool: container does not belong to this pool")
+	// ErrContainerDead is returned by Exec when the pool knows the container
+	// has stopped, died or was removed behind its back. Return discards such a
+	// container.
+	ErrContainerDead = errors.New("dockerpool: container is not running")
+)
+
+// Errors of Exec.
+var (
+	// ErrOutputLimitExceeded is returned by Exec when the command wrote more
+	// than ExecOptions.Limit bytes (stdout and stderr together). The result
+	// holds the first Limit bytes, and the command has been stopped.
+	ErrOutputLimitExceeded = errors.New("dockerpool: output limit exceeded")
+	// ErrExecTimeout is returned when ExecOptions.Timeout elapsed before the
+	// command finished. It wraps context.DeadlineExceeded, so
+	// errors.Is(err, context.DeadlineExceeded) holds too.
+	ErrExecTimeout = fmt.Errorf("dockerpool: exec timed out: %w", context.DeadlineExceeded)
+)

@@ -1,0 +1,473 @@
+package dockerpool
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+)
+
+// ExecOptions tunes one command. The zero value runs the command with no
+// timeout (beyond ctx), no output limit and no input.
+type ExecOptions struct {
+	// Timeout bounds the command. When it elapses the command is killed (see
+	// ExecStream) and the error satisfies errors.Is(err, ErrExecTimeout) and
+	// errors.Is(err, context.DeadlineExceeded). Zero: no timeout but ctx's.
+	Timeout time.Duration
+	// Limit caps the output kept, stdout and stderr together, in bytes.
+	// When the command writes more, it is killed and Exec returns
+	// ErrOutputLimitExceeded with the first Limit bytes. Zero: no limit.
+	Limit int
+	// Stdin, when set, is copied to the command's standard input, which is
+	// closed at EOF. A read error ends the command and is returned.
+	Stdin io.Reader
+
+	// Env adds KEY=value variables to the container's environment.
+	Env []string
+	// WorkingDir is the directory the command starts in. Default: the
+	// image's working directory.
+	WorkingDir string
+	// User runs the command as this user (name or uid[:gid]). Default: the
+	// container's user.
+	User string
+}
+
+// ExecResult is the outcome of a command run with Exec or ExecStd.
+type ExecResult struct {
+	// ExitCode is the command's exit status. 126 means the command could not
+	// be executed, 127 that it was not found in the image. It is -1 when the
+	// command did not finish (an error is returned then).
+	ExitCode int
+	// Stdout and Stderr hold what the command wrote.
+	Stdout []byte
+	Stderr []byte
+}
+
+// ErrEmptyCommand is returned by Exec for an empty command.
+var ErrEmptyCommand = errors.New("dockerpool: empty command")
+
+// execIDEnv names the variable every command gets with a token unique to its
+// exec, so that its processes can be found after a timeout.
+const execIDEnv = "DOCKERPOOL_EXEC_ID"
+
+const (
+	inspectBudget = 5 * time.Second // to learn the exit code after the output ended
+	reapBudget    = 3 * time.Second // to kill and verify after a timeout
+)
+
+// Exec runs cmd in the container and returns its output and exit code. It is
+// ExecStd with zero options.
+//
+// A non-zero exit code is not an error: err reports a command that could not
+// be run or did not finish (a Docker failure, a dead container, ctx ending).
+func (c *Container) Exec(ctx context.Context, cmd []string) (ExecResult, error) {
+	return c.ExecStd(ctx, cmd, ExecOptions{})
+}
+
+// ExecStd runs cmd and collects its stdout and stderr in memory. Use
+// ExecStream for large outputs. It keeps the promises of ExecStream; on
+// ErrOutputLimitExceeded the result holds what was kept.
+func (c *Container) ExecStd(ctx context.Context, cmd []string, opts ExecOptions) (ExecResult, error) {
+	var stdout, stderr bytes.Buffer
+	code, err := c.ExecStream(ctx, cmd, &stdout, &stderr, opts)
+	return ExecResult{ExitCode: code, Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, err
+}
+
+// ExecStream runs cmd and writes its stdout and stderr to the writers as the
+// output arrives, without holding it in memory; a nil writer discards its
+// stream. It returns the exit code (126: not executable, 127: not found, with
+// the daemon's message on stderr), or -1 and an error.
+//
+// Docker has no call to stop an exec'd process, so when the command does not
+// end by itself (Timeout, ctx cancelled, Limit reached, stdin failing, output
+// stream broken), ExecStream kills it before returning: it runs a short
+// /bin/sh script in the container that SIGKILLs every process but the
+// container's main one (PID 1, and the first child of an init), then lists
+// the processes again to verify that none survived. When other commands run
+// on the same handle at that moment, only the processes carrying this
+// command's token are killed, since the others are not ours to end. If the
+// kill cannot be verified (no /bin/sh in the image, processes of another user
+// or that escaped, the container gone), the handle is marked tainted
+// (Container.Tainted) and Return removes the container instead of reusing it.
+// Either way, nothing of the command runs in a container that the pool hands
+// out again.
+//
+// Several commands may run on one container at once; each gets its own
+// Docker exec.
+func (c *Container) ExecStream(ctx context.Context, cmd []string, stdout, stderr io.Writer, opts ExecOptions) (int, error) {
+	if len(cmd) == 0 {
+		return -1, ErrEmptyCommand
+	}
+	if opts.Limit < 0 || opts.Timeout < 0 {
+		return -1, fmt.Errorf("%w: negative Limit or Timeout", ErrInvalidConfig)
+	}
+	if err := c.beginExec(); err != nil {
+		return -1, err
+	}
+	defer c.endExec()
+	select {
+	case <-c.pool.done:
+		return -1, ErrPoolShutdown
+	default:
+	}
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = io.Discard
+	}
+	return c.exec(ctx, cmd, stdout, stderr, opts)
+}
+
+// Causes of an exec ending early; they say which error to return.
+var (
+	errStdinFailed = errors.New("stdin failed")
+	errStream      = errors.New("output stream broke")
+)
+
+func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io.Writer, opts ExecOptions) (int, error) {
+	api := c.pool.api
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	if opts.Timeout > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, opts.Timeout, ErrExecTimeout)
+		defer stop()
+	}
+	what := fmt.Sprintf("exec %q in container %s", cmd[0], shortID(c.id))
+	if err := ctx.Err(); err != nil {
+		return -1, fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
+	}
+
+	token := newToken()
+	created, err := api.ContainerExecCreate(ctx, c.id, container.ExecOptions{
+		Cmd:          cmd,
+		Env:          append(append([]string(nil), opts.Env...), execIDEnv+"="+token),
+		WorkingDir:   opts.WorkingDir,
+		User:         opts.User,
+		AttachStdin:  opts.Stdin != nil,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return -1, fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
+		}
+		return -1, c.execFailed(what, err)
+	}
+	att, err := api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		// The start may have happened before the call failed: clean up as
+		// after a timeout.
+		cause := c.execFailed(what, err)
+		if ctx.Err() != nil {
+			cause = fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
+		}
+		return -1, c.abandon(cause, token, opts.User)
+	}
+	defer att.Close()
+	// Reads on a hijacked connection ignore ctx: closing it is what unblocks
+	// them when ctx ends.
+	stopClose := context.AfterFunc(ctx, func() { att.Close() })
+	defer stopClose()
+
+	if opts.Stdin != nil {
+		go func() {
+			r := &readErrReader{r: opts.Stdin}
+			_, _ = io.Copy(att.Conn, r)
+			if r.err != nil {
+				cancel(fmt.Errorf("%w: %w", errStdinFailed, r.err))
+				return
+			}
+			_ = att.CloseWrite() // EOF for the command
+		}()
+	}
+
+	lim := &limiter{on: opts.Limit > 0, left: opts.Limit}
+	sniff := &ociSniffer{w: &limitedWriter{l: lim, w: stdout}}
+	errw := &limitedWriter{l: lim, w: stderr}
+	_, copyErr := stdcopy.StdCopy(sniff, errw, att.Reader)
+
+	switch {
+	case lim.hit:
+		cancel(ErrOutputLimitExceeded)
+	case ctx.Err() != nil:
+		// timeout, the caller's ctx, or stdin: context.Cause says which
+	case copyErr != nil:
+		cancel(fmt.Errorf("%w: %w", errStream, copyErr))
+	}
+	if ctx.Err() != nil {
+		att.Close()
+		cause := context.Cause(ctx)
+		var err error
+		switch {
+		case errors.Is(cause, ErrOutputLimitExceeded):
+			err = fmt.Errorf("%w: %s wrote more than %d bytes", ErrOutputLimitExceeded, what, opts.Limit)
+		case errors.Is(cause, ErrExecTimeout):
+			err = fmt.Errorf("%w: %s after %v", ErrExecTimeout, what, opts.Timeout)
+		default:
+			err = fmt.Errorf("dockerpool: %s: %w", what, cause)
+		}
+		return -1, c.abandon(err, token, opts.User)
+	}
+
+	code, err := c.exitCode(parent, created.ID)
+	if err != nil {
+		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
+	}
+	if code, err = sniff.finish(code, errw); err != nil {
+		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
+	}
+	return code, nil
+}
+
+// exitCode asks Docker for the exit code. Right after the output ends the
+// exec can still be reported as running: ask again, briefly.
+func (c *Container) exitCode(parent context.Context, execID string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), inspectBudget)
+	defer cancel()
+	wait := time.Millisecond
+	for {
+		info, err := c.pool.api.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			return -1, fmt.Errorf("inspect exec: %w", err)
+		}
+		if !info.Running {
+			return info.ExitCode, nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return -1, fmt.Errorf("exec still running after its output ended: %w", ctx.Err())
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// execFailed wraps an error of the Docker calls that set up an exec. A
+// container that is gone or stopped is marked dead on the handle, so that
+// later Execs fail at once and Return discards it.
+func (c *Container) execFailed(what string, err error) error {
+	if cerrdefs.IsNotFound(err) || cerrdefs.IsConflict(err) || strings.Contains(err.Error(), "is not running") {
+		c.state.Or(handleDead)
+		return fmt.Errorf("dockerpool: %s: %w: %w", what, ErrContainerDead, err)
+	}
+	return fmt.Errorf("dockerpool: %s: %w", what, err)
+}
+
+// abandon is called when a command did not end by itself: it kills what the
+// command left and verifies it, or taints the handle. It returns err, noting
+// the taint.
+func (c *Container) abandon(err error, token, user string) error {
+	if c.state.Load()&handleDead != 0 {
+		return err
+	}
+	others := int(c.state.Load()&execMask) - 1
+	if rerr := c.reap(token, user, others > 0); rerr != nil {
+		c.state.Or(handleTainted)
+		return fmt.Errorf("%w (container tainted, it will be removed on Return: %v)", err, rerr)
+	}
+	return err
+}
+
+// reap kills the processes a command left and checks that none survived.
+// With onlyToken it kills only the processes carrying the command's token,
+// which cannot be proven complete: it always reports the container tainted
+// then.
+func (c *Container) reap(token, user string, onlyToken bool) error {
+	ctx, cancel := context.WithTimeout(c.pool.baseCtx, reapBudget)
+	defer cancel()
+	mode := "all"
+	if onlyToken {
+		mode = "token"
+	}
+	api := c.pool.api
+	created, err := api.ContainerExecCreate(ctx, c.id, container.ExecOptions{
+		Cmd:          []string{"/bin/sh", "-c", reapScript, "dockerpool-reap", mode, execIDEnv + "=" + token},
+		User:         user,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return fmt.Errorf("start process sweep: %w", err)
+	}
+	att, err := api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return fmt.Errorf("start process sweep: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { att.Close() })
+	var out bytes.Buffer
+	_, _ = stdcopy.StdCopy(&out, &out, io.LimitReader(att.Reader, 4096))
+	stop()
+	att.Close()
+	if ctx.Err() != nil {
+		return fmt.Errorf("process sweep: %w", ctx.Err())
+	}
+	code, err := c.exitCode(ctx, created.ID)
+	switch {
+	case err != nil:
+		return fmt.Errorf("process sweep: %w", err)
+	case code != 0:
+		return fmt.Errorf("process sweep failed (exit %d): %s", code, strings.TrimSpace(out.String()))
+	case onlyToken:
+		return errors.New("other commands were running: the kill covers only processes that kept the command's environment")
+	}
+	return nil
+}
+
+// reapScript kills every process of the container except PID 1, the main
+// process under an init, and itself ("all"), or those whose environment holds
+// the token given as $2 ("token"); then it lists the processes again, until
+// none is left (exit 0) or it gives up (exit 3). It forks nothing in "all"
+// mode but sleep, so what it finds is not its own. Zombies are dead already
+// and not counted.
+const reapScript = `mode=$1 token=$2 self=$$ main=
+read -r comm < /proc/1/comm
+case $comm in
+docker-init|tini|catatonit|dumb-init|init)
+  bestt=
+  for d in /proc/[0-9]*; do
+    read -r st < "$d/stat" 2>/dev/null || continue
+    set -- ${st##*) }
+    [ "$2" = 1 ] || continue
+    if [ -z "$bestt" ] || [ "${20}" -lt "$bestt" ]; then main=${d#/proc/} bestt=${20}; fi
+  done;;
+esac
+i=0
+while :; do
+  left=0
+  for d in /proc/[0-9]*; do
+    p=${d#/proc/}
+    { [ "$p" = 1 ] || [ "$p" = "$self" ] || [ "$p" = "$main" ]; } && continue
+    read -r st < "$d/stat" 2>/dev/null || continue
+    set -- ${st##*) }
+    { [ "$1" = Z ] || [ "$2" = "$self" ]; } && continue
+    if [ "$mode" = token ]; then
+      grep -q "$token" "$d/environ" 2>/dev/null || continue
+    fi
+    kill -9 "$p" 2>/dev/null
+    left=$((left+1))
+  done
+  [ "$left" = 0 ] && exit 0
+  i=$((i+1))
+  if [ "$i" -ge 60 ]; then echo "$left process(es) survive" >&2; exit 3; fi
+  sleep 0.02 2>/dev/null || :
+done`
+
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// limiter counts the bytes left under ExecOptions.Limit, shared by the two
+// streams. Only the goroutine demultiplexing the output uses it.
+type limiter struct {
+	on   bool // Limit > 0
+	left int  // bytes still allowed
+	hit  bool
+}
+
+type limitedWriter struct {
+	l *limiter
+	w io.Writer
+}
+
+func (lw *limitedWriter) Write(b []byte) (int, error) {
+	l := lw.l
+	if !l.on {
+		return lw.w.Write(b)
+	}
+	if len(b) <= l.left {
+		l.left -= len(b)
+		return lw.w.Write(b)
+	}
+	n, err := lw.w.Write(b[:l.left])
+	l.left -= n
+	l.hit = true
+	if err != nil {
+		return n, err
+	}
+	return n, ErrOutputLimitExceeded
+}
+
+// ociSniffer holds back stdout while it starts like the daemon's own message
+// for a command that could not be started ("OCI runtime exec failed: ...").
+// If the exec then ends with 126, the message goes to stderr and the code says
+// not found (127) or not executable (126), whatever the daemon's version;
+// otherwise it was the command's own output and is written out unchanged.
+type ociSniffer struct {
+	w       io.Writer
+	started bool
+	held    []byte
+}
+
+const ociPrefix = "OCI runtime exec failed"
+
+func (s *ociSniffer) Write(b []byte) (int, error) {
+	if s.held == nil && s.started {
+		return s.w.Write(b)
+	}
+	if !s.started {
+		s.started = true
+		if !bytes.HasPrefix(b, []byte(ociPrefix)) && !bytes.HasPrefix([]byte(ociPrefix), b) {
+			return s.w.Write(b)
+		}
+	}
+	s.held = append(s.held, b...)
+	if len(s.held) > 64<<10 { // not the daemon's message after all
+		held := s.held
+		s.held = nil
+		if _, err := s.w.Write(held); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func (s *ociSniffer) finish(code int, stderr io.Writer) (int, error) {
+	if s.held == nil {
+		return code, nil
+	}
+	held := s.held
+	s.held = nil
+	if code != 126 && code != 127 {
+		_, err := s.w.Write(held)
+		return code, err
+	}
+	msg := string(held)
+	if strings.Contains(msg, "not found") || strings.Contains(msg, "no such file or directory") {
+		code = 127
+	}
+	_, err := stderr.Write(held)
+	if errors.Is(err, ErrOutputLimitExceeded) {
+		err = nil // the message is cut, the code tells the story
+	}
+	return code, err
+}
+
+// readErrReader remembers a read error, to tell it apart from a write error
+// on the connection (the command closing its stdin early is not a failure).
+type readErrReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readErrReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}

@@ -1,0 +1,502 @@
+// Package fakedocker is an in-memory Docker daemon with the method set of
+// the Docker client calls that dockerpool makes. Tests use it to drive the
+// pool deterministically: every call goes through Hook first, which may fail
+// it or block it on a channel the test releases.
+package fakedocker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Op names a Docker call, for Hook and Calls.
+type Op string
+
+// The calls the fake implements.
+const (
+	OpPing           Op = "ping"
+	OpImageInspect   Op = "image-inspect"
+	OpImagePull      Op = "image-pull"
+	OpNetworkInspect Op = "network-inspect"
+	OpNetworkCreate  Op = "network-create"
+	OpNetworkRemove  Op = "network-remove"
+	OpCreate         Op = "create"
+	OpStart          Op = "start"
+	OpRemove         Op = "remove"
+	OpInspect        Op = "inspect"
+	OpList           Op = "list"
+	OpExecCreate     Op = "exec-create"
+	OpExecAttach     Op = "exec-attach"
+	OpExecInspect    Op = "exec-inspect"
+	OpEvents         Op = "events"
+)
+
+// Container is the fake's record of a container.
+type Container struct {
+	ID      string
+	Labels  map[string]string
+	Image   string
+	Running bool
+	Created time.Time
+	ExecIDs []string
+}
+
+type execRec struct {
+	container string
+	cmd       []string
+	exitCode  int
+	running   bool
+}
+
+// Fake is an in-memory Docker daemon. The zero value is not usable; call New.
+type Fake struct {
+	// Hook, when set, runs at the start of every call, outside the fake's
+	// lock. An error fails the call; blocking blocks it. id is the container
+	// (or image, network, exec) the call is about, when there is one.
+	Hook func(ctx context.Context, op Op, id string) error
+
+	mu         sync.Mutex
+	containers map[string]*Container
+	images     map[string]string // name -> ID
+	networks   map[string]map[string]string
+	execs      map[string]*execRec
+	seq        int
+	calls      map[Op]int
+	subs       []*sub
+}
+
+type sub struct {
+	ctx    context.Context
+	filter filters.Args
+	msgs   chan events.Message
+	errs   chan error
+}
+
+// New returns a fake daemon that has the given images.
+func New(images ...string) *Fake {
+	f := &Fake{
+		containers: map[string]*Container{},
+		images:     map[string]string{},
+		networks:   map[string]map[string]string{"none": nil, "bridge": nil},
+		execs:      map[string]*execRec{},
+		calls:      map[Op]int{},
+	}
+	for _, im := range images {
+		f.images[im] = "sha256:" + strings.Repeat("ab", 32)
+	}
+	return f
+}
+
+func (f *Fake) enter(ctx context.Context, op Op, id string) error {
+	f.mu.Lock()
+	f.calls[op]++
+	hook := f.Hook
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, op, id); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func notFound(what, id string) error {
+	return fmt.Errorf("No such %s: %s: %w", what, id, cerrdefs.ErrNotFound)
+}
+
+// SetHook replaces Hook while the fake is in use.
+func (f *Fake) SetHook(h func(ctx context.Context, op Op, id string) error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Hook = h
+}
+
+// Calls returns how many times op was called.
+func (f *Fake) Calls(op Op) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
+// Containers returns a copy of the containers on the fake daemon.
+func (f *Fake) Containers() []Container {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Container
+	for _, c := range f.containers {
+		cc := *c
+		out = append(out, cc)
+	}
+	return out
+}
+
+// Running counts the running containers.
+func (f *Fake) Running() int {
+	n := 0
+	for _, c := range f.Containers() {
+		if c.Running {
+			n++
+		}
+	}
+	return n
+}
+
+// Add puts a container on the fake daemon, as if an earlier process had made
+// it. It returns the ID.
+func (f *Fake) Add(labels map[string]string, running bool, execs int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := f.newID()
+	c := &Container{ID: id, Labels: labels, Running: running, Created: time.Now()}
+	for range execs {
+		c.ExecIDs = append(c.ExecIDs, f.newID())
+	}
+	f.containers[id] = c
+	return id
+}
+
+// Kill stops a container behind the pool's back and publishes "die".
+func (f *Fake) Kill(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.containers[id]; ok && c.Running {
+		c.Running = false
+		f.publish(c, events.ActionDie)
+	}
+}
+
+// Delete removes a container behind the pool's back and publishes "destroy".
+func (f *Fake) Delete(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.containers[id]; ok {
+		c.Running = false
+		delete(f.containers, id)
+		f.publish(c, events.ActionDestroy)
+	}
+}
+
+// BreakEvents ends every event subscription with err, as a daemon restart
+// would.
+func (f *Fake) BreakEvents(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range f.subs {
+		select {
+		case s.errs <- err:
+		default:
+		}
+	}
+	f.subs = nil
+}
+
+func (f *Fake) newID() string {
+	f.seq++
+	return fmt.Sprintf("%064x", f.seq)
+}
+
+// publish sends an event to the subscribers whose label filter matches. The
+// fake drops events for a subscriber that does not keep up, as a real daemon
+// would; tests that care read them promptly. Called with f.mu held.
+func (f *Fake) publish(c *Container, action events.Action) {
+	m := events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: c.ID, Attributes: c.Labels}, Time: time.Now().Unix()}
+	for _, s := range f.subs {
+		if s.ctx.Err() != nil || !matchLabels(s.filter, c.Labels) {
+			continue
+		}
+		if len(s.filter.Get("event")) > 0 && !s.filter.ExactMatch("event", string(action)) {
+			continue
+		}
+		select {
+		case s.msgs <- m:
+		default:
+		}
+	}
+}
+
+func matchLabels(f filters.Args, labels map[string]string) bool {
+	return f.MatchKVList("label", labels)
+}
+
+// ---- the Docker client's method set ----------------------------------------
+
+func (f *Fake) Ping(ctx context.Context) (types.Ping, error) {
+	if err := f.enter(ctx, OpPing, ""); err != nil {
+		return types.Ping{}, err
+	}
+	return types.Ping{APIVersion: "1.41"}, nil
+}
+
+func (f *Fake) ImageInspect(ctx context.Context, name string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
+	if err := f.enter(ctx, OpImageInspect, name); err != nil {
+		return image.InspectResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id, ok := f.images[name]
+	if !ok {
+		return image.InspectResponse{}, notFound("image", name)
+	}
+	return image.InspectResponse{ID: id}, nil
+}
+
+func (f *Fake) ImagePull(ctx context.Context, ref string, _ image.PullOptions) (io.ReadCloser, error) {
+	if err := f.enter(ctx, OpImagePull, ref); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(strings.NewReader(`{"error":"pull access denied: no registry in the fake"}`)), nil
+}
+
+func (f *Fake) NetworkInspect(ctx context.Context, name string, _ network.InspectOptions) (network.Inspect, error) {
+	if err := f.enter(ctx, OpNetworkInspect, name); err != nil {
+		return network.Inspect{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	labels, ok := f.networks[name]
+	if !ok {
+		return network.Inspect{}, notFound("network", name)
+	}
+	return network.Inspect{Name: name, Labels: labels}, nil
+}
+
+func (f *Fake) NetworkCreate(ctx context.Context, name string, opts network.CreateOptions) (network.CreateResponse, error) {
+	if err := f.enter(ctx, OpNetworkCreate, name); err != nil {
+		return network.CreateResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.networks[name]; ok {
+		return network.CreateResponse{}, fmt.Errorf("network %s exists: %w", name, cerrdefs.ErrConflict)
+	}
+	f.networks[name] = opts.Labels
+	return network.CreateResponse{ID: name}, nil
+}
+
+func (f *Fake) NetworkRemove(ctx context.Context, name string) error {
+	if err := f.enter(ctx, OpNetworkRemove, name); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.networks[name]; !ok {
+		return notFound("network", name)
+	}
+	delete(f.networks, name)
+	return nil
+}
+
+// Networks reports whether the named network exists.
+func (f *Fake) Network(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.networks[name]
+	return ok
+}
+
+func (f *Fake) ContainerCreate(ctx context.Context, cfg *container.Config, _ *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, _ string) (container.CreateResponse, error) {
+	if err := f.enter(ctx, OpCreate, ""); err != nil {
+		return container.CreateResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.images[cfg.Image]; !ok {
+		return container.CreateResponse{}, notFound("image", cfg.Image)
+	}
+	id := f.newID()
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	f.containers[id] = &Container{ID: id, Labels: labels, Image: cfg.Image, Created: time.Now()}
+	return container.CreateResponse{ID: id}, nil
+}
+
+func (f *Fake) ContainerStart(ctx context.Context, id string, _ container.StartOptions) error {
+	if err := f.enter(ctx, OpStart, id); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return notFound("container", id)
+	}
+	c.Running = true
+	return nil
+}
+
+func (f *Fake) ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error {
+	if err := f.enter(ctx, OpRemove, id); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return notFound("container", id)
+	}
+	if c.Running && !opts.Force {
+		return fmt.Errorf("container %s is running: stop it or use force: %w", id, cerrdefs.ErrConflict)
+	}
+	if c.Running {
+		c.Running = false
+		f.publish(c, events.ActionDie)
+	}
+	delete(f.containers, id)
+	f.publish(c, events.ActionDestroy)
+	return nil
+}
+
+func (f *Fake) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	if err := f.enter(ctx, OpInspect, id); err != nil {
+		return container.InspectResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return container.InspectResponse{}, notFound("container", id)
+	}
+	status := container.StateExited
+	if c.Running {
+		status = container.StateRunning
+	}
+	return container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{
+			ID:      c.ID,
+			State:   &container.State{Status: status, Running: c.Running},
+			ExecIDs: append([]string(nil), c.ExecIDs...),
+		},
+		Config: &container.Config{Labels: c.Labels, Image: c.Image},
+	}, nil
+}
+
+func (f *Fake) ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error) {
+	if err := f.enter(ctx, OpList, ""); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []container.Summary
+	for _, c := range f.containers {
+		if !opts.All && !c.Running {
+			continue
+		}
+		if !matchLabels(opts.Filters, c.Labels) {
+			continue
+		}
+		state := container.StateExited
+		if c.Running {
+			state = container.StateRunning
+		}
+		out = append(out, container.Summary{ID: c.ID, Labels: c.Labels, State: state, Created: c.Created.Unix(), Image: c.Image})
+	}
+	return out, nil
+}
+
+func (f *Fake) ContainerExecCreate(ctx context.Context, id string, opts container.ExecOptions) (container.ExecCreateResponse, error) {
+	if err := f.enter(ctx, OpExecCreate, id); err != nil {
+		return container.ExecCreateResponse{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return container.ExecCreateResponse{}, notFound("container", id)
+	}
+	if !c.Running {
+		return container.ExecCreateResponse{}, fmt.Errorf("container %s is not running: %w", id, cerrdefs.ErrConflict)
+	}
+	eid := f.newID()
+	c.ExecIDs = append(c.ExecIDs, eid)
+	f.execs[eid] = &execRec{container: id, cmd: opts.Cmd}
+	return container.ExecCreateResponse{ID: eid}, nil
+}
+
+// ContainerExecAttach runs the exec. The fake knows two commands: "echo
+// args..." writes its arguments to stdout; "exit N" exits with N. Anything
+// else exits with 127.
+func (f *Fake) ContainerExecAttach(ctx context.Context, eid string, _ container.ExecAttachOptions) (types.HijackedResponse, error) {
+	if err := f.enter(ctx, OpExecAttach, eid); err != nil {
+		return types.HijackedResponse{}, err
+	}
+	f.mu.Lock()
+	e, ok := f.execs[eid]
+	if ok {
+		e.running = true
+	}
+	f.mu.Unlock()
+	if !ok {
+		return types.HijackedResponse{}, notFound("exec", eid)
+	}
+	client, server := net.Pipe()
+	go f.serveExec(e, server)
+	return types.NewHijackedResponse(client, ""), nil
+}
+
+func (f *Fake) serveExec(e *execRec, conn net.Conn) {
+	defer conn.Close()
+	out := stdcopy.NewStdWriter(conn, stdcopy.Stdout)
+	code := 0
+	switch {
+	case len(e.cmd) > 0 && e.cmd[0] == "echo":
+		_, _ = io.WriteString(out, strings.Join(e.cmd[1:], " ")+"\n")
+	case len(e.cmd) == 2 && e.cmd[0] == "exit":
+		code, _ = strconv.Atoi(e.cmd[1])
+	default:
+		code = 127
+	}
+	f.mu.Lock()
+	e.running, e.exitCode = false, code
+	f.mu.Unlock()
+}
+
+func (f *Fake) ContainerExecInspect(ctx context.Context, eid string) (container.ExecInspect, error) {
+	if err := f.enter(ctx, OpExecInspect, eid); err != nil {
+		return container.ExecInspect{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.execs[eid]
+	if !ok {
+		return container.ExecInspect{}, notFound("exec", eid)
+	}
+	return container.ExecInspect{ExecID: eid, ContainerID: e.container, Running: e.running, ExitCode: e.exitCode}, nil
+}
+
+// Events subscribes to container events matching the options' label and
+// event filters. The stream ends with an error on BreakEvents or when ctx
+// ends.
+func (f *Fake) Events(ctx context.Context, opts events.ListOptions) (<-chan events.Message, <-chan error) {
+	msgs, errs := make(chan events.Message, 256), make(chan error, 1)
+	if err := f.enter(ctx, OpEvents, ""); err != nil {
+		errs <- err
+		return msgs, errs
+	}
+	f.mu.Lock()
+	f.subs = append(f.subs, &sub{ctx: ctx, filter: opts.Filters, msgs: msgs, errs: errs})
+	f.mu.Unlock()
+	return msgs, errs
+}
+
+// ErrDown is what a hook can return to play a daemon that does not answer.
+var ErrDown = errors.New("fakedocker: Cannot connect to the Docker daemon")
