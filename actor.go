@@ -52,6 +52,7 @@ type task struct {
 	id      string       // container, for remove, check and reset
 	reason  RemoveReason // for remove
 	attempt int          // for remove: earlier failures
+	marked  bool         // for reset: the container carries the used mark
 	sweep   []string     // for finalize: containers whose removal failed
 }
 
@@ -76,6 +77,7 @@ type slot struct {
 	uses      int        // times handed out
 	handle    *Container // the current holder's handle, while leased
 	dead      bool       // Docker said it died or is gone
+	marked    bool       // renamed as used: an earlier holder ran an exec in it
 	reason    RemoveReason
 }
 
@@ -156,12 +158,46 @@ type core struct {
 	lastProgress time.Time // last time a task finished
 	probing      bool
 
+	// Replies to send once the message is applied and the counters are
+	// published (so that a caller who got a container sees it in InUse).
+	out []reply
+
 	// Effects for run to carry out after the message; reset by takeEffects.
 	notes           []error // for OnError
 	closeAdmission  bool    // Shutdown started: close the closing channel
 	cancelCreations bool    // forced shutdown: abort creations in flight
 
 	st Stats
+}
+
+// reply is an answer waiting in the outbox. Every reply channel has room for
+// exactly one answer, so sending never blocks.
+type reply struct {
+	acq chan acquireReply
+	a   acquireReply
+	err chan error
+	e   error
+}
+
+func (c *core) answer(ch chan acquireReply, r acquireReply) {
+	c.out = append(c.out, reply{acq: ch, a: r})
+}
+
+func (c *core) answerErr(ch chan error, err error) {
+	c.out = append(c.out, reply{err: ch, e: err})
+}
+
+// flush sends the replies of the last message.
+func (c *core) flush() {
+	for i, r := range c.out {
+		if r.acq != nil {
+			r.acq <- r.a
+		} else {
+			r.err <- r.e
+		}
+		c.out[i] = reply{}
+	}
+	c.out = c.out[:0]
 }
 
 type retry struct {
@@ -190,7 +226,7 @@ func newCore(lim limits, pool *Pool, seed uint64, log *slog.Logger) *core {
 // acquire hands out the top idle container, or queues the caller.
 func (c *core) acquire(r acquireReq, now time.Time) {
 	if c.phase != phaseRunning {
-		r.reply <- acquireReply{err: ErrPoolShutdown}
+		c.answer(r.reply, acquireReply{err: ErrPoolShutdown})
 		return
 	}
 	for len(c.idle) > 0 {
@@ -207,7 +243,7 @@ func (c *core) acquire(r acquireReq, now time.Time) {
 		return
 	}
 	if c.failing && len(c.checking) == 0 {
-		r.reply <- acquireReply{err: fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)}
+		c.answer(r.reply, acquireReply{err: fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)})
 		if !c.probing {
 			c.probing = true
 			c.enqueue(task{kind: taskProbe, lane: laneOps})
@@ -256,14 +292,17 @@ func (c *core) release(r releaseReq, now time.Time) {
 	s, ok := c.leased[r.c.id]
 	if !ok || s.handle != r.c {
 		if r.c.state.Load()&handleRevoked != 0 {
-			r.reply <- ErrPoolShutdown
+			c.answerErr(r.reply, ErrPoolShutdown)
 		} else {
-			r.reply <- fmt.Errorf("%w: container %s", ErrContainerReleased, shortID(r.c.id))
+			c.answerErr(r.reply, fmt.Errorf("%w: container %s", ErrContainerReleased, shortID(r.c.id)))
 		}
 		return
 	}
 	s.handle = nil
-	r.reply <- nil
+	if r.c.state.Load()&handleMarked != 0 {
+		s.marked = true
+	}
+	c.answerErr(r.reply, nil)
 	switch {
 	case r.remove:
 		c.startRemove(s, ReasonUser)
@@ -279,7 +318,7 @@ func (c *core) release(r releaseReq, now time.Time) {
 		c.startRemove(s, ReasonLifetime)
 	case c.lim.hasReset:
 		c.setState(s, stResetting)
-		c.enqueue(task{kind: taskReset, lane: laneOps, id: s.id})
+		c.enqueue(task{kind: taskReset, lane: laneOps, id: s.id, marked: s.marked})
 	default:
 		c.offer(s, now)
 	}
@@ -288,7 +327,7 @@ func (c *core) release(r releaseReq, now time.Time) {
 // waitIdle answers at once when n containers are idle, else when they are.
 func (c *core) waitIdle(r idleWaitReq) {
 	if c.phase != phaseRunning {
-		r.reply <- ErrPoolShutdown
+		c.answerErr(r.reply, ErrPoolShutdown)
 		return
 	}
 	c.idleWaits = append(c.idleWaits, r)
@@ -325,13 +364,13 @@ func (c *core) shutdown() {
 	c.closeAdmission = true
 	for _, w := range c.waiters {
 		if !w.gone {
-			w.reply <- acquireReply{err: ErrPoolShutdown}
+			c.answer(w.reply, acquireReply{err: ErrPoolShutdown})
 		}
 	}
 	c.waiters, c.liveWaiters = nil, 0
 	clear(c.waiterIndex)
 	for _, w := range c.idleWaits {
-		w.reply <- ErrPoolShutdown
+		c.answerErr(w.reply, ErrPoolShutdown)
 	}
 	c.idleWaits = nil
 	// Creations not started yet will never be needed.
@@ -449,6 +488,7 @@ func (c *core) done(r taskResult) {
 		case c.phase != phaseRunning:
 			c.startRemove(s, ReasonShutdown)
 		default:
+			s.marked = false // reset: renamed back, adoptable again
 			c.offer(s, now)
 		}
 
@@ -477,7 +517,7 @@ func (c *core) createFailed(t task, err error, now time.Time) {
 	// creation in flight.
 	if t.lane == laneAcquire && c.liveWaiters > c.creating[laneAcquire]+len(c.checking) {
 		if w := c.popWaiter(); w != nil {
-			w.reply <- acquireReply{err: fmt.Errorf("dockerpool: create container for pool: %w", err)}
+			c.answer(w.reply, acquireReply{err: fmt.Errorf("dockerpool: create container for pool: %w", err)})
 		}
 	}
 }
@@ -506,7 +546,7 @@ func (c *core) healthy(now time.Time) {
 func (c *core) failWaiters(err error) {
 	for _, w := range c.waiters {
 		if !w.gone {
-			w.reply <- acquireReply{err: err}
+			c.answer(w.reply, acquireReply{err: err})
 		}
 	}
 	c.waiters, c.liveWaiters = nil, 0
@@ -603,7 +643,7 @@ func (c *core) balance(now time.Time) {
 		if need > 0 && c.failing {
 			// Nothing will come for them until Docker answers again.
 			for ; need > 0; need-- {
-				c.popWaiter().reply <- acquireReply{err: fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)}
+				c.answer(c.popWaiter().reply, acquireReply{err: fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)})
 			}
 		}
 		for ; need > 0 && room > 0; need-- {
@@ -637,7 +677,7 @@ func (c *core) balance(now time.Time) {
 		if len(c.idleWaits) > 0 {
 			c.idleWaits = slices.DeleteFunc(c.idleWaits, func(w idleWaitReq) bool {
 				if len(c.idle) >= w.n {
-					w.reply <- nil
+					c.answerErr(w.reply, nil)
 					return true
 				}
 				return false
@@ -690,7 +730,7 @@ func (c *core) lease(s *slot, reply chan acquireReply, start, now time.Time, wai
 	c.setState(s, stLeased)
 	s.uses++
 	c.leases++
-	h := &Container{pool: c.pool, id: s.id, lease: c.leases}
+	h := &Container{pool: c.pool, id: s.id, lease: c.leases, needMark: !s.marked}
 	s.handle = h
 	c.st.AcquireCount++
 	if !start.IsZero() {
@@ -702,7 +742,7 @@ func (c *core) lease(s *slot, reply chan acquireReply, start, now time.Time, wai
 	if waited {
 		c.st.EmptyAcquireCount++
 	}
-	reply <- acquireReply{c: h}
+	c.answer(reply, acquireReply{c: h})
 }
 
 func (c *core) popIdle() *slot {
@@ -910,6 +950,9 @@ func (p *Pool) afterMessage(now time.Time, buf []task) []task {
 	if debugChecks {
 		c.check()
 	}
+	p.idle.Store(int64(len(c.idle)))
+	p.inUse.Store(int64(len(c.leased)))
+	c.flush()
 	notes, closeAdmission, cancelCreations := c.takeEffects()
 	for _, err := range notes {
 		p.notify(err)
@@ -924,8 +967,6 @@ func (p *Pool) afterMessage(now time.Time, buf []task) []task {
 	for _, t := range buf {
 		p.lanes[t.lane].Go(func() { p.work(t) })
 	}
-	p.idle.Store(int64(len(c.idle)))
-	p.inUse.Store(int64(len(c.leased)))
 	return buf
 }
 
@@ -955,7 +996,7 @@ func (p *Pool) do(t task) (string, error) {
 	case taskCheck:
 		return "", p.checkContainer(t.id)
 	case taskReset:
-		return "", p.resetContainer(t.id)
+		return "", p.resetContainer(t.id, t.marked)
 	case taskProbe:
 		ctx, cancel := context.WithTimeout(p.baseCtx, probeTimeout)
 		defer cancel()

@@ -57,6 +57,7 @@ func (h *harness) step() {
 	h.t.Helper()
 	h.c.balance(h.now)
 	h.c.check()
+	h.c.flush()
 	h.c.takeEffects()
 	h.running = h.c.next(h.running, h.now)
 }
@@ -1009,12 +1010,13 @@ func TestNewAdoptsOnlyUnusedRunningContainersOfTheSameConfiguration(t *testing.T
 		labels := func(h string) map[string]string {
 			return map[string]string{LabelPool: "adopt", LabelConfig: h}
 		}
-		fresh1 := f.Add(labels(hash), true, 0)
-		fresh2 := f.Add(labels(hash), true, 0)
-		used := f.Add(labels(hash), true, 1)     // ran an exec: somebody had it
-		stopped := f.Add(labels(hash), false, 0) // not running
-		stale := f.Add(labels("other"), true, 0) // another configuration
-		foreign := f.Add(map[string]string{LabelPool: "someone-else"}, true, 0)
+		fresh1 := f.Add("eager_hopper", labels(hash), true, 0)
+		fresh2 := f.Add(cleanNamePrefix+"abc", labels(hash), true, 0) // reset by OnReturn
+		used := f.Add(usedNamePrefix+"def", labels(hash), true, 0)    // an exec ran in it
+		running := f.Add("busy_bee", labels(hash), true, 1)           // an exec is running now
+		stopped := f.Add("sleepy", labels(hash), false, 0)            // not running
+		stale := f.Add("old", labels("other"), true, 0)               // another configuration
+		foreign := f.Add("theirs", map[string]string{LabelPool: "someone-else"}, true, 0)
 
 		p, err := newPool(context.Background(), s, f)
 		is.NoErr(err)
@@ -1022,13 +1024,13 @@ func TestNewAdoptsOnlyUnusedRunningContainersOfTheSameConfiguration(t *testing.T
 		st := p.Stats()
 		is.Equal(st.Adopted, int64(2))
 		is.Equal(st.Created, int64(0)) // MinIdle met by adoption
-		is.Equal(st.RemovedBy[ReasonStale], int64(3))
+		is.Equal(st.RemovedBy[ReasonStale], int64(4))
 		left := map[string]bool{}
 		for _, c := range f.Containers() {
 			left[c.ID] = true
 		}
 		is.True(left[fresh1] && left[fresh2] && left[foreign])
-		is.True(!left[used] && !left[stopped] && !left[stale])
+		is.True(!left[used] && !left[running] && !left[stopped] && !left[stale])
 		shutdown(t, p)
 		is.Equal(len(f.Containers()), 1) // only the other pool's
 	})

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -21,9 +23,12 @@ import (
 // The methods of one Container may be called from several goroutines; see
 // ExecStream for what concurrent commands in one container do.
 type Container struct {
-	pool  *Pool
-	id    string
-	lease uint64 // which hand-out of this container the handle stands for
+	pool     *Pool
+	id       string
+	lease    uint64 // which hand-out of this container the handle stands for
+	needMark bool   // the container does not carry the used mark yet
+
+	markMu sync.Mutex // serializes the marking of concurrent first Execs
 
 	// Low 32 bits: execs running on this handle. High bits: the flags below.
 	// Written by the holder's goroutines and, for handleDead and
@@ -37,7 +42,23 @@ const (
 	handleTainted  uint64 = 1 << 33 // an exec may have left processes behind
 	handleDead     uint64 = 1 << 34 // Docker said the container died or is gone
 	handleRevoked  uint64 = 1 << 35 // Shutdown gave up waiting and removed it
+	handleMarked   uint64 = 1 << 36 // the container was renamed as used
 )
+
+// markUsed renames the container as used, once per container, before the
+// first command runs in it: from then on New never adopts it.
+func (c *Container) markUsed() error {
+	c.markMu.Lock()
+	defer c.markMu.Unlock()
+	if c.state.Load()&handleMarked != 0 {
+		return nil
+	}
+	if err := c.pool.rename(c.id, usedNamePrefix); err != nil {
+		return err
+	}
+	c.state.Or(handleMarked)
+	return nil
+}
 
 // ID returns the Docker container ID.
 func (c *Container) ID() string { return c.id }
@@ -195,12 +216,26 @@ func (p *Pool) checkContainer(id string) error {
 	return nil
 }
 
-// resetContainer runs the user's OnReturn hook, then checks that the container
-// is still running.
-func (p *Pool) resetContainer(id string) error {
+// rename gives the container the name prefix+its short ID.
+func (p *Pool) rename(id, prefix string) error {
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 	defer cancel()
-	h := &Container{pool: p, id: id}
+	err := p.api.ContainerRename(ctx, id, prefix+shortID(id))
+	if err != nil && !strings.Contains(err.Error(), "same name as its current name") {
+		return fmt.Errorf("rename container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// resetContainer runs the user's OnReturn hook, checks that the container is
+// still running, and, when it carries the used mark, renames it clean again.
+func (p *Pool) resetContainer(id string, marked bool) error {
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
+	defer cancel()
+	h := &Container{pool: p, id: id, needMark: !marked}
+	if marked {
+		h.state.Or(handleMarked)
+	}
 	err := p.cfg.OnReturn(ctx, h)
 	// The hook's handle dies with the hook, whatever it kept of it.
 	if busy, _ := h.markReleased(); busy {
@@ -212,5 +247,11 @@ func (p *Pool) resetContainer(id string) error {
 	if err != nil {
 		return fmt.Errorf("OnReturn: %w", err)
 	}
-	return p.checkContainer(id)
+	if err := p.checkContainer(id); err != nil {
+		return err
+	}
+	if h.state.Load()&handleMarked != 0 {
+		return p.rename(id, cleanNamePrefix)
+	}
+	return nil
 }

@@ -33,6 +33,7 @@ type dockerAPI interface {
 	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerRename(ctx context.Context, containerID, newContainerName string) error
 
 	ContainerExecCreate(ctx context.Context, containerID string, options container.ExecOptions) (container.ExecCreateResponse, error)
 	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
@@ -51,7 +52,7 @@ const (
 	// was made from; New adopts only containers whose hash matches.
 	LabelConfig = "dockerpool.config"
 	// LabelInstance carries a random ID of the Pool value that created the
-	// container; Shutdown's last sweep removes what carries its own.
+	// container, to tell in `docker ps` which process made it.
 	LabelInstance = "dockerpool.instance"
 )
 
@@ -69,6 +70,16 @@ func configHash(imageID string, cc *container.Config, hc *container.HostConfig, 
 	_ = enc.Encode(nc)
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
+
+// Names the pool gives a container once an exec ran in it ("used"), and
+// after Config.OnReturn cleaned it ("clean"). Docker keeps no record of past
+// execs that a later process could read (the inspect's ExecIDs lists only
+// running ones), so the name is how New tells an untouched container from
+// one that somebody used.
+const (
+	usedNamePrefix  = "dockerpool-used-"
+	cleanNamePrefix = "dockerpool-clean-"
+)
 
 // shortID shortens a container ID for messages, as the docker CLI does.
 func shortID(id string) string {

@@ -3,7 +3,6 @@ package dockerpool
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // Configuration errors returned by New. Test for them with errors.Is.
@@ -58,5 +57,14 @@ var (
 	// ErrExecTimeout is returned when ExecOptions.Timeout elapsed before the
 	// command finished. It wraps context.DeadlineExceeded, so
 	// errors.Is(err, context.DeadlineExceeded) holds too.
-	ErrExecTimeout = fmt.Errorf("dockerpool: exec timed out: %w", context.DeadlineExceeded)
+	ErrExecTimeout error = execTimeoutError{}
 )
+
+// execTimeoutError is ErrExecTimeout: its message does not repeat the one of
+// context.DeadlineExceeded, which it unwraps to.
+type execTimeoutError struct{}
+
+func (execTimeoutError) Error() string   { return "dockerpool: exec timed out" }
+func (execTimeoutError) Unwrap() error   { return context.DeadlineExceeded }
+func (execTimeoutError) Timeout() bool   { return true }
+func (execTimeoutError) Temporary() bool { return true }

@@ -148,6 +148,18 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 		return -1, fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
 	}
 
+	// The used mark must be on the container before anything runs in it; the
+	// rename overlaps with the exec's creation, which runs nothing yet.
+	var marked chan error
+	if c.needMark && c.state.Load()&handleMarked == 0 {
+		marked = make(chan error, 1)
+		go func() { marked <- c.markUsed() }()
+		defer func() {
+			if marked != nil {
+				<-marked
+			}
+		}()
+	}
 	token := newToken()
 	created, err := api.ContainerExecCreate(ctx, c.id, container.ExecOptions{
 		Cmd:          cmd,
@@ -163,6 +175,13 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 			return -1, fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
 		}
 		return -1, c.execFailed(what, err)
+	}
+	if marked != nil {
+		err := <-marked
+		marked = nil
+		if err != nil {
+			return -1, c.execFailed(what, err)
+		}
 	}
 	att, err := api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {

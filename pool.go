@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,13 +268,13 @@ func (p *Pool) adopt(ctx context.Context) error {
 	check := pool.New().WithMaxGoroutines(p.cfg.MaxConcurrentDockerOps)
 	for i, c := range list {
 		verdicts[i] = verdict{id: c.ID, created: time.Unix(c.Created, 0)}
-		if c.State != "running" || c.Labels[LabelConfig] != p.spec.hash {
+		if c.State != "running" || c.Labels[LabelConfig] != p.spec.hash || wasUsed(c.Names) {
 			continue
 		}
 		check.Go(func() {
 			info, err := p.api.ContainerInspect(ctx, c.ID)
-			// An exec leaves its ID in the container until it stops: a
-			// container that ran none was never used by anybody.
+			// No exec running either (the used mark is set before a
+			// first exec starts, so this is belt and braces).
 			verdicts[i].ok = err == nil && info.State != nil && info.State.Running && len(info.ExecIDs) == 0
 		})
 	}
@@ -296,6 +297,17 @@ func (p *Pool) adopt(ctx context.Context) error {
 		p.core.startRemove(s, ReasonStale)
 	}
 	return nil
+}
+
+// wasUsed reports whether a container carries the used mark: an exec ran in
+// it since it was created or last reset.
+func wasUsed(names []string) bool {
+	for _, n := range names {
+		if strings.HasPrefix(strings.TrimPrefix(n, "/"), usedNamePrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Acquire returns a container for the caller's exclusive use: the most

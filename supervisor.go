@@ -104,9 +104,10 @@ func (p *Pool) resync(ctx context.Context) {
 	}
 }
 
-// finalize is Shutdown's last step: a sweep of whatever still carries this
-// pool instance's label (a creation cut short, a removal that kept failing),
-// then the network.
+// finalize is Shutdown's last step: a sweep of whatever still carries the
+// pool's label (a creation cut short, a removal that kept failing, a creation
+// that a crashed predecessor had sent and the daemon finished after New
+// looked), then the network.
 func (p *Pool) finalize(sweep []string) error {
 	return p.finalizeWith(p.baseCtx, sweep)
 }
@@ -117,7 +118,7 @@ func (p *Pool) finalizeWith(base context.Context, sweep []string) error {
 	var errs []error
 	list, err := p.api.ContainerList(ctx, container.ListOptions{
 		All:     true,
-		Filters: filters.NewArgs(filters.Arg("label", LabelInstance+"="+p.instance)),
+		Filters: filters.NewArgs(filters.Arg("label", LabelPool+"="+p.cfg.Name)),
 	})
 	if err != nil {
 		errs = append(errs, fmt.Errorf("dockerpool: list leftover containers: %w", err))

@@ -38,7 +38,7 @@ import (
 const LabelTest = "dockerpool.test"
 
 // ShutdownTimeout bounds the Shutdown that NewPool registers with t.Cleanup.
-var ShutdownTimeout = 60 * time.Second
+var ShutdownTimeout = 20 * time.Second
 
 var (
 	clientOnce sync.Once

@@ -43,6 +43,7 @@ const (
 	OpRemove         Op = "remove"
 	OpInspect        Op = "inspect"
 	OpList           Op = "list"
+	OpRename         Op = "rename"
 	OpExecCreate     Op = "exec-create"
 	OpExecAttach     Op = "exec-attach"
 	OpExecInspect    Op = "exec-inspect"
@@ -52,6 +53,7 @@ const (
 // Container is the fake's record of a container.
 type Container struct {
 	ID      string
+	Name    string
 	Labels  map[string]string
 	Image   string
 	Running bool
@@ -161,11 +163,11 @@ func (f *Fake) Running() int {
 
 // Add puts a container on the fake daemon, as if an earlier process had made
 // it. It returns the ID.
-func (f *Fake) Add(labels map[string]string, running bool, execs int) string {
+func (f *Fake) Add(name string, labels map[string]string, running bool, execs int) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	id := f.newID()
-	c := &Container{ID: id, Labels: labels, Running: running, Created: time.Now()}
+	c := &Container{ID: id, Name: name, Labels: labels, Running: running, Created: time.Now()}
 	for range execs {
 		c.ExecIDs = append(c.ExecIDs, f.newID())
 	}
@@ -326,7 +328,7 @@ func (f *Fake) ContainerCreate(ctx context.Context, cfg *container.Config, _ *co
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
-	f.containers[id] = &Container{ID: id, Labels: labels, Image: cfg.Image, Created: time.Now()}
+	f.containers[id] = &Container{ID: id, Name: "fake_" + id[56:], Labels: labels, Image: cfg.Image, Created: time.Now()}
 	return container.CreateResponse{ID: id}, nil
 }
 
@@ -408,9 +410,23 @@ func (f *Fake) ContainerList(ctx context.Context, opts container.ListOptions) ([
 		if c.Running {
 			state = container.StateRunning
 		}
-		out = append(out, container.Summary{ID: c.ID, Labels: c.Labels, State: state, Created: c.Created.Unix(), Image: c.Image})
+		out = append(out, container.Summary{ID: c.ID, Names: []string{"/" + c.Name}, Labels: c.Labels, State: state, Created: c.Created.Unix(), Image: c.Image})
 	}
 	return out, nil
+}
+
+func (f *Fake) ContainerRename(ctx context.Context, id, name string) error {
+	if err := f.enter(ctx, OpRename, id); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return notFound("container", id)
+	}
+	c.Name = name
+	return nil
 }
 
 func (f *Fake) ContainerExecCreate(ctx context.Context, id string, opts container.ExecOptions) (container.ExecCreateResponse, error) {

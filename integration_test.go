@@ -1,0 +1,516 @@
+package dockerpool_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/matryer/is"
+
+	"github.com/dockerpool/dockerpool"
+	"github.com/dockerpool/dockerpool/dockerpooltest"
+)
+
+// Integration tests: the pool against the Docker daemon of this machine, on
+// the busybox image that dockerpooltest builds offline. Every pool has a
+// unique name and is shut down and checked for leftovers by its cleanup.
+
+func bg(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// warm starts a pool and waits until MinIdle containers are idle.
+func warm(t *testing.T, cfg dockerpool.Config) *dockerpool.Pool {
+	t.Helper()
+	p := dockerpooltest.NewPool(t, cfg)
+	cfg = dockerpooltest.Config(t, cfg)
+	if err := p.WaitIdle(bg(t), cfg.MinIdle); err != nil {
+		t.Fatalf("warm up: %v", err)
+	}
+	return p
+}
+
+func inspect(t *testing.T, id string) (container.InspectResponse, bool) {
+	t.Helper()
+	info, err := dockerpooltest.Client(t).ContainerInspect(bg(t), id)
+	if err != nil {
+		return info, false
+	}
+	return info, true
+}
+
+// waitGone waits, on Docker's own signal, until the container is removed.
+func waitGone(t *testing.T, id string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	okc, errc := dockerpooltest.Client(t).ContainerWait(ctx, id, container.WaitConditionRemoved)
+	select {
+	case <-okc:
+	case err := <-errc:
+		// "No such container": removed before we started waiting.
+		if !strings.Contains(err.Error(), "No such container") {
+			t.Fatalf("wait for removal of %s: %v", id[:12], err)
+		}
+	}
+	return time.Since(start)
+}
+
+func TestIntegrationAcquireExecReturnOnTheRealDaemon(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 2})
+	ctx := bg(t)
+	c, err := p.Acquire(ctx)
+	is.NoErr(err)
+	is.Equal(p.InUse(), 1)
+	res, err := c.Exec(ctx, []string{"sh", "-c", "echo out; echo err >&2; exit 3"})
+	is.NoErr(err)
+	is.Equal(res.ExitCode, 3)
+	is.Equal(string(res.Stdout), "out\n")
+	is.Equal(string(res.Stderr), "err\n")
+	is.NoErr(p.Return(ctx, c))
+	is.Equal(p.InUse(), 0)
+}
+
+func TestIntegrationContainersCarryLabelsInitAndNoNetwork(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1, Labels: map[string]string{"app": "judge"}})
+	c, err := p.Acquire(bg(t))
+	is.NoErr(err)
+	defer p.Return(bg(t), c)
+	info, ok := inspect(t, c.ID())
+	is.True(ok)
+	is.Equal(info.Config.Labels["app"], "judge")
+	is.True(strings.HasPrefix(info.Config.Labels[dockerpool.LabelPool], "dptest-"))
+	is.True(info.Config.Labels[dockerpool.LabelConfig] != "")
+	is.Equal(string(info.HostConfig.NetworkMode), "none")
+	is.True(info.HostConfig.Init != nil && *info.HostConfig.Init)
+	// No interface but loopback inside.
+	res, err := c.Exec(bg(t), []string{"ls", "/sys/class/net"})
+	is.NoErr(err)
+	is.Equal(strings.Fields(string(res.Stdout)), []string{"lo"})
+}
+
+func TestIntegrationIdleStackIsLastInFirstOut(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1, MaxIdle: 4})
+	ctx := bg(t)
+	a, err := p.Acquire(ctx)
+	is.NoErr(err)
+	b, err := p.Acquire(ctx)
+	is.NoErr(err)
+	is.NoErr(p.Return(ctx, a))
+	is.NoErr(p.Return(ctx, b))
+	c, err := p.Acquire(ctx)
+	is.NoErr(err)
+	is.Equal(c.ID(), b.ID())
+	d, err := p.Acquire(ctx)
+	is.NoErr(err)
+	is.Equal(d.ID(), a.ID())
+	is.NoErr(p.Return(ctx, c))
+	is.NoErr(p.Return(ctx, d))
+}
+
+func TestIntegrationReturnAboveMaxIdleRemovesWithoutWaitingForAStopTimeout(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1, MaxIdle: 1})
+	ctx := bg(t)
+	a, err := p.Acquire(ctx)
+	is.NoErr(err)
+	b, err := p.Acquire(ctx)
+	is.NoErr(err)
+	is.NoErr(p.Return(ctx, a))
+	is.NoErr(p.Return(ctx, b)) // one above MaxIdle: removed
+	took := waitGone(t, b.ID(), 10*time.Second)
+	t.Logf("removed in %v", took)
+	if took > time.Second {
+		t.Fatalf("removal took %v: it must not wait out a stop timeout", took)
+	}
+	eventually(t, func() bool { return p.Stats().RemovedBy[dockerpool.ReasonTrim] >= 1 })
+}
+
+// eventually polls cond until it holds, for figures that the pool updates in
+// the background and announces no event for.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestIntegrationRemoveDeletesTheContainerPromptly(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1})
+	ctx := bg(t)
+	c, err := p.Acquire(ctx)
+	is.NoErr(err)
+	start := time.Now()
+	is.NoErr(p.Remove(ctx, c))
+	waitGone(t, c.ID(), 10*time.Second)
+	took := time.Since(start)
+	t.Logf("Remove to gone: %v", took)
+	if took > time.Second {
+		t.Fatalf("removal took %v", took)
+	}
+	is.True(errors.Is(p.Return(ctx, c), dockerpool.ErrContainerReleased))
+	_, err = c.Exec(ctx, []string{"true"})
+	is.True(errors.Is(err, dockerpool.ErrContainerReleased))
+}
+
+func TestIntegrationMisusedHandlesAreErrorsThatChangeNothing(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p1 := warm(t, dockerpool.Config{MinIdle: 1})
+	p2 := warm(t, dockerpool.Config{MinIdle: 1})
+	ctx := bg(t)
+	c, err := p1.Acquire(ctx)
+	is.NoErr(err)
+	is.True(errors.Is(p2.Return(ctx, c), dockerpool.ErrInvalidContainer))
+	is.True(errors.Is(p1.Return(ctx, nil), dockerpool.ErrInvalidContainer))
+	is.NoErr(p1.Return(ctx, c))
+	before := p1.Stats()
+	is.True(errors.Is(p1.Return(ctx, c), dockerpool.ErrContainerReleased))
+	is.True(errors.Is(p1.Remove(ctx, c), dockerpool.ErrContainerReleased))
+	after := p1.Stats()
+	is.Equal(after.Idle, before.Idle)
+	is.Equal(after.Removed, before.Removed)
+}
+
+func TestIntegrationCancelledAcquireKeepsTheContainerBeingCreated(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1, MaxIdle: 5})
+	ctx := bg(t)
+	held, err := p.Acquire(ctx) // nothing idle now; refill starts
+	is.NoErr(err)
+	short, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	_, err = p.Acquire(short)
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	// Both the refill's creation and the one made for the caller end idle.
+	is.NoErr(p.WaitIdle(ctx, 2))
+	is.Equal(p.Stats().CanceledAcquireCount, int64(1))
+	is.NoErr(p.Return(ctx, held))
+}
+
+func TestIntegrationBurstOfCallersEachGetTheirOwnContainer(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{MinIdle: 1, MaxIdle: 8, MaxConcurrentAcquire: 4})
+	ctx := bg(t)
+	const n = 8
+	type got struct {
+		c   *dockerpool.Container
+		err error
+	}
+	results := make(chan got, n)
+	for range n {
+		go func() {
+			c, err := p.Acquire(ctx)
+			results <- got{c, err}
+		}()
+	}
+	seen := map[string]bool{}
+	var held []*dockerpool.Container
+	for range n {
+		r := <-results
+		is.NoErr(r.err)
+		is.True(!seen[r.c.ID()]) // never one container for two callers
+		seen[r.c.ID()] = true
+		held = append(held, r.c)
+	}
+	for _, c := range held {
+		is.NoErr(p.Return(ctx, c))
+	}
+}
+
+func TestIntegrationShutdownWaitsForContainersInUseThenRemovesEverything(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	cfg := dockerpooltest.Config(t, dockerpool.Config{MinIdle: 3})
+	p, err := dockerpool.New(bg(t), cfg)
+	is.NoErr(err)
+	cli := dockerpooltest.Client(t)
+	t.Cleanup(func() { dockerpooltest.AssertClean(t, cli, cfg.Name) })
+	ctx := bg(t)
+	is.NoErr(p.WaitIdle(ctx, 3))
+	held, err := p.Acquire(ctx)
+	is.NoErr(err)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Shutdown(ctx) }()
+	for { // admission closes at once; an Acquire racing Shutdown's start may still win
+		c, err := p.Acquire(ctx)
+		if err != nil {
+			is.True(errors.Is(err, dockerpool.ErrPoolShutdown))
+			break
+		}
+		is.NoErr(p.Return(ctx, c))
+	}
+	res, err := held.Exec(ctx, []string{"echo", "still mine"})
+	is.NoErr(err)
+	is.Equal(string(res.Stdout), "still mine\n")
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while a container was in use", err)
+	default:
+	}
+	is.NoErr(p.Return(ctx, held))
+	is.NoErr(<-done)
+	t.Logf("shutdown took %v", time.Since(start))
+	left, err := dockerpooltest.Leftovers(cli, cfg.Name)
+	is.NoErr(err)
+	is.Equal(len(left), 0)
+	is.NoErr(p.Shutdown(ctx)) // harmless
+}
+
+func TestIntegrationShutdownWhoseDeadlinePassesRemovesContainersInUse(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	cfg := dockerpooltest.Config(t, dockerpool.Config{MinIdle: 2})
+	p, err := dockerpool.New(bg(t), cfg)
+	is.NoErr(err)
+	cli := dockerpooltest.Client(t)
+	t.Cleanup(func() { dockerpooltest.AssertClean(t, cli, cfg.Name) })
+	is.NoErr(p.WaitIdle(bg(t), 2))
+	held, err := p.Acquire(bg(t))
+	is.NoErr(err)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = p.Shutdown(ctx)
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	t.Logf("forced shutdown took %v", time.Since(start))
+	left, lerr := dockerpooltest.Leftovers(cli, cfg.Name)
+	is.NoErr(lerr)
+	is.Equal(len(left), 0)
+	_, err = held.Exec(bg(t), []string{"true"})
+	is.True(errors.Is(err, dockerpool.ErrPoolShutdown))
+}
+
+func TestIntegrationNewCreatesReusesAndRemovesTheNetwork(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	cli := dockerpooltest.Client(t)
+	netName := dockerpooltest.Name(t)
+	t.Cleanup(func() { _ = cli.NetworkRemove(context.Background(), netName) })
+	base := dockerpool.Config{MinIdle: 1, Network: dockerpool.NetworkConfig{
+		Name: netName, NeedsCreate: true, NeedsRemove: true, Labels: map[string]string{"purpose": "test"},
+	}}
+	p1 := dockerpooltest.NewPool(t, base)
+	nw, err := cli.NetworkInspect(bg(t), netName, network.InspectOptions{})
+	is.NoErr(err)
+	is.Equal(nw.Labels["purpose"], "test")
+	// The containers join it.
+	is.NoErr(p1.WaitIdle(bg(t), 1))
+	c, err := p1.Acquire(bg(t))
+	is.NoErr(err)
+	info, _ := inspect(t, c.ID())
+	_, joined := info.NetworkSettings.Networks[netName]
+	is.True(joined)
+	is.NoErr(p1.Return(bg(t), c))
+
+	// A second pool reuses the network rather than failing.
+	reuse := base
+	reuse.Network.NeedsRemove = false
+	p2, err := dockerpool.New(bg(t), dockerpooltest.Config(t, reuse))
+	is.NoErr(err)
+	is.NoErr(p2.Shutdown(bg(t)))
+
+	is.NoErr(p1.Shutdown(bg(t)))
+	_, err = cli.NetworkInspect(bg(t), netName, network.InspectOptions{})
+	is.True(err != nil) // NeedsRemove removed it
+}
+
+func TestIntegrationNewNamesAMissingImageAndANetworkThatDoesNotExist(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	dockerpooltest.Client(t)
+	_, err := dockerpool.New(bg(t), dockerpooltest.Config(t, dockerpool.Config{
+		Image: dockerpool.ImageConfig{Name: "dockerpool-no-such-image:1", NeedsPull: true},
+	}))
+	is.True(errors.Is(err, dockerpool.ErrImageNotFound))
+	is.True(strings.Contains(err.Error(), "dockerpool-no-such-image:1"))
+	t.Logf("missing image: %v", err)
+
+	_, err = dockerpool.New(bg(t), dockerpooltest.Config(t, dockerpool.Config{
+		Network: dockerpool.NetworkConfig{Name: "dockerpool-no-such-network"},
+	}))
+	is.True(errors.Is(err, dockerpool.ErrNetworkNotFound))
+}
+
+func TestIntegrationNewFailsWithinSecondsWhenTheDaemonCannotBeReached(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	image := dockerpooltest.Image(t)
+	dir := t.TempDir()
+
+	// Nobody listening.
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+filepath.Join(dir, "nobody.sock")), client.WithAPIVersionNegotiation())
+	is.NoErr(err)
+	defer cli.Close()
+	start := time.Now()
+	_, err = dockerpool.New(bg(t), dockerpool.Config{Name: "unreachable", Network: dockerpool.NetworkConfig{Name: "none"}, Image: dockerpool.ImageConfig{Name: image}, Client: cli})
+	is.True(err != nil)
+	is.True(strings.Contains(err.Error(), "cannot reach the Docker daemon"))
+	is.True(time.Since(start) < 2*time.Second)
+
+	// Listening, but never answering.
+	sock := filepath.Join(dir, "mute.sock")
+	ln, err := net.Listen("unix", sock)
+	is.NoErr(err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mute, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation())
+	is.NoErr(err)
+	defer mute.Close()
+	start = time.Now()
+	_, err = dockerpool.New(bg(t), dockerpool.Config{Name: "mute", Network: dockerpool.NetworkConfig{Name: "none"}, Image: dockerpool.ImageConfig{Name: image}, Client: mute})
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	took := time.Since(start)
+	t.Logf("mute daemon: %v after %v", err, took)
+	is.True(took < 7*time.Second)
+}
+
+// ---- recovery after a crash ------------------------------------------------
+
+// TestIntegrationHelperProcessHoldsAPool is not a test: it is the process
+// that TestIntegrationNewAdoptsWhatACrashedProcessLeft starts and kills.
+func TestIntegrationHelperProcessHoldsAPool(t *testing.T) {
+	name := os.Getenv("DOCKERPOOL_HELPER_POOL")
+	if name == "" {
+		t.Skip("helper process only")
+	}
+	ctx := context.Background()
+	p, err := dockerpool.New(ctx, helperConfig(name, os.Getenv("DOCKERPOOL_HELPER_IMAGE")))
+	if err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	if err := p.WaitIdle(ctx, 3); err != nil {
+		fmt.Println("ERROR", err)
+		os.Exit(1)
+	}
+	used, _ := p.Acquire(ctx) // held, and used: must not be adopted
+	_, _ = used.Exec(ctx, []string{"true"})
+	returned, _ := p.Acquire(ctx) // used then returned: idle but not clean
+	_, _ = returned.Exec(ctx, []string{"touch", "/tmp/secret"})
+	_ = p.Return(ctx, returned)
+	for range 3 { // creations in flight when the process dies
+		go func() { _, _ = p.Acquire(ctx) }()
+	}
+	fmt.Println("READY", used.ID(), returned.ID())
+	select {} // wait for SIGKILL
+}
+
+func helperConfig(name, image string) dockerpool.Config {
+	return dockerpool.Config{
+		Name:       name,
+		Network:    dockerpool.NetworkConfig{Name: "none"},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+		Image:      dockerpool.ImageConfig{Name: image},
+		MinIdle:    3,
+		MaxIdle:    6,
+		Labels:     map[string]string{dockerpooltest.LabelTest: "crash"},
+		OnError:    func(error) {},
+	}
+}
+
+func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	cli := dockerpooltest.Client(t)
+	image := dockerpooltest.Image(t)
+	name := dockerpooltest.Name(t)
+	t.Cleanup(func() {
+		dockerpooltest.SweepPool(cli, name)
+	})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestIntegrationHelperProcessHoldsAPool$", "-test.v")
+	cmd.Env = append(os.Environ(), "DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
+	out, err := cmd.StdoutPipe()
+	is.NoErr(err)
+	cmd.Stderr = os.Stderr
+	is.NoErr(cmd.Start())
+	var usedID, returnedID string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 && f[0] == "READY" {
+			usedID, returnedID = f[1], f[2]
+			break
+		}
+		if len(f) > 0 && f[0] == "ERROR" {
+			t.Fatal(sc.Text())
+		}
+	}
+	is.True(usedID != "")
+	is.NoErr(cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+
+	// What a trustworthy adoption may take: running, never exec'd. The two
+	// containers the helper ran commands in must not be among them.
+	left, err := dockerpooltest.Leftovers(cli, name)
+	is.NoErr(err)
+	clean := map[string]bool{}
+	for _, c := range left {
+		if c.ID != usedID && c.ID != returnedID && c.State == "running" {
+			clean[c.ID] = true
+		}
+	}
+	t.Logf("left by the crashed process: %d containers, %d clean", len(left), len(clean))
+	is.True(len(clean) >= 1)
+
+	p, err := dockerpool.New(bg(t), helperConfig(name, image))
+	is.NoErr(err)
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) }) // before the sweep: cleanups run last-in first-out
+	st := p.Stats()
+	is.Equal(st.Adopted, int64(len(clean)))
+	// The used and the returned-after-use containers are gone, not adopted.
+	waitGone(t, usedID, 10*time.Second)
+	waitGone(t, returnedID, 10*time.Second)
+	// Everything else of the label went; the adopted ones stayed.
+	for _, c := range left {
+		if !clean[c.ID] {
+			waitGone(t, c.ID, 10*time.Second)
+		} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
+			t.Errorf("adopted container %s is gone", c.ID[:12])
+		}
+	}
+	is.NoErr(p.Shutdown(bg(t)))
+	rest, err := dockerpooltest.Leftovers(cli, name)
+	is.NoErr(err)
+	is.Equal(len(rest), 0)
+}
