@@ -99,12 +99,14 @@ const (
 
 // Health and backoff.
 const (
-	backoffCap    = 5 * time.Second        // longest wait between refill attempts while Docker fails
-	stallAfter    = 1 * time.Second        // Docker work outstanding this long without any result: ping the daemon
-	probeTimeout  = 1 * time.Second        // a ping slower than this counts as a failure
-	suspectIdle   = 1 * time.Second        // an idle container older than this is inspected before it is handed out
-	maxRemoveTry  = 5                      // removal attempts before a container is left to the final sweep
-	removeBackoff = 200 * time.Millisecond // first wait before retrying a failed removal
+	backoffCap     = 5 * time.Second        // longest wait between refill attempts while Docker fails
+	stallAfter     = 1 * time.Second        // Docker work outstanding this long without any result: ping the daemon
+	probeTimeout   = 1 * time.Second        // a ping slower than this counts as a failure
+	suspectIdle    = 1 * time.Second        // an idle container older than this is inspected before it is handed out
+	maxRemoveTry   = 5                      // removal attempts before a container is left to the final sweep
+	crashWindow    = 10 * time.Second       // a container exiting on its own this soon after it started is a failed creation
+	maxEarlyDeaths = 256                    // deaths of unknown containers remembered
+	removeBackoff  = 200 * time.Millisecond // first wait before retrying a failed removal
 )
 
 // limits are the core's settings, fixed at New.
@@ -157,6 +159,9 @@ type core struct {
 	retryAt      time.Time // no refill before this while failing
 	lastProgress time.Time // last time a task finished
 	probing      bool
+	crashLoop    bool                // new containers exit on their own right after they start
+	lastCrash    time.Time           // when the last one did
+	early        map[string]eventMsg // deaths of containers not known yet
 
 	// Replies to send once the message is applied and the counters are
 	// published (so that a caller who got a container sees it in InUse).
@@ -217,6 +222,7 @@ func newCore(lim limits, pool *Pool, seed uint64, log *slog.Logger) *core {
 		reset:       map[string]*slot{},
 		removing:    map[string]*slot{},
 		waiterIndex: map[chan acquireReply]*waiter{},
+		early:       map[string]eventMsg{},
 		st:          Stats{DaemonHealthy: true},
 	}
 }
@@ -423,7 +429,9 @@ func (c *core) done(r taskResult) {
 			c.createFailed(t, r.err, now)
 			return
 		}
-		c.healthy(now)
+		if !c.crashLoop {
+			c.healthy(now)
+		}
 		c.st.Created++
 		s := &slot{id: r.id, created: now}
 		if c.lim.maxLifetime > 0 {
@@ -434,6 +442,12 @@ func (c *core) done(r taskResult) {
 		}
 		c.known[s.id] = s
 		c.logAttrs(slog.LevelDebug, "container created", slog.String("id", shortID(s.id)))
+		if e, ok := c.early[s.id]; ok {
+			delete(c.early, s.id)
+			c.event(e, now)
+			c.startRemove(s, ReasonDied)
+			return
+		}
 		if c.phase != phaseRunning {
 			c.startRemove(s, ReasonShutdown)
 			return
@@ -529,7 +543,7 @@ func (c *core) markFailing(err error, now time.Time) {
 	c.retryAt = now.Add(backoff)
 	if !c.failing {
 		c.failing = true
-		c.notes = append(c.notes, fmt.Errorf("dockerpool: docker is failing, refill backs off: %w", err))
+		c.notes = append(c.notes, fmt.Errorf("dockerpool: cannot make containers, refill backs off until it can: %w", err))
 	}
 	c.logAttrs(slog.LevelWarn, "refill backoff", slog.Int("failures", c.failures), slog.Duration("retry_in", backoff), slog.String("error", err.Error()))
 }
@@ -556,15 +570,33 @@ func (c *core) failWaiters(err error) {
 // ---- events and time -------------------------------------------------------
 
 // event applies a Docker event about one of the pool's containers.
-func (c *core) event(e eventMsg) {
-	s, ok := c.known[e.id]
-	if !ok || s.state == stRemoving {
-		return
-	}
+func (c *core) event(e eventMsg, now time.Time) {
 	switch e.action {
 	case "die", "oom", "destroy":
 	default:
 		return // kill, stop...: a die follows if they worked
+	}
+	s, ok := c.known[e.id]
+	if !ok {
+		// Perhaps a container whose creation result is still on its way:
+		// remember the death for when it arrives.
+		if len(c.early) >= maxEarlyDeaths {
+			clear(c.early) // old news about containers long gone
+		}
+		c.early[e.id] = e
+		return
+	}
+	if s.state == stRemoving {
+		return
+	}
+	if e.action == "die" && s.uses == 0 && now.Sub(s.created) < crashWindow && e.exitCode != "137" && e.exitCode != "143" {
+		// It exited on its own right after it started, before anybody used
+		// it: the configuration cannot make a container that stays up, and
+		// every replacement would do the same. Treat it as a failed
+		// creation, so that refill backs off and OnError hears of it.
+		c.crashLoop, c.lastCrash = true, now
+		c.st.CreateErrors++
+		c.markFailing(fmt.Errorf("container %s exited with code %s right after it started (does Cmd keep running?)", shortID(s.id), e.exitCode), now)
 	}
 	s.dead = true
 	switch s.state {
@@ -581,19 +613,29 @@ func (c *core) event(e eventMsg) {
 
 // resync applies a fresh listing of the pool's running containers: whatever
 // the pool thinks is alive but is not in it died while nobody listened.
-func (c *core) resync(m resyncMsg) {
+func (c *core) resync(m resyncMsg, now time.Time) {
 	if m.err != nil {
 		return
 	}
 	for id := range c.known {
 		if !m.running[id] {
-			c.event(eventMsg{id: id, action: "die"})
+			c.event(eventMsg{id: id, action: "die"}, now)
 		}
 	}
 }
 
 // tick runs every RefillInterval: expiry, retries, stall detection.
 func (c *core) tick(now time.Time) {
+	if c.crashLoop {
+		// Over when a container made after the last crash has stayed up.
+		for _, s := range c.idle {
+			if s.created.After(c.lastCrash) && now.Sub(s.created) >= crashWindow {
+				c.crashLoop = false
+				c.healthy(now)
+				break
+			}
+		}
+	}
 	if c.phase == phaseRunning && (c.lim.maxIdleTime > 0 || c.lim.maxLifetime > 0) {
 		kept := c.idle[:0]
 		var expired []*slot
@@ -931,9 +973,9 @@ func (p *Pool) run() {
 		case r := <-p.resultCh:
 			c.done(r)
 		case e := <-p.eventCh:
-			c.event(e)
+			c.event(e, time.Now())
 		case m := <-p.resyncCh:
-			c.resync(m)
+			c.resync(m, time.Now())
 		case <-ticker.C:
 			c.tick(time.Now())
 		}

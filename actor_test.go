@@ -382,7 +382,7 @@ func TestCoreDropsAnIdleContainerThatDiesAndReplacesIt(t *testing.T) {
 	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
 	h.finishAll(taskCreate)
 	id := h.c.idle[0].id
-	h.c.event(eventMsg{id: id, action: "die"})
+	h.c.event(eventMsg{id: id, action: "die", exitCode: "137"}, h.now)
 	h.step()
 	is.Equal(len(h.c.idle), 0)
 	is.Equal(h.count(taskCreate), 1) // replacement
@@ -395,12 +395,52 @@ func TestCoreMarksALeasedContainerThatDiesAndDiscardsItOnReturn(t *testing.T) {
 	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
 	h.finishAll(taskCreate)
 	c := got(t, h.acquire()).c
-	h.c.event(eventMsg{id: c.ID(), action: "oom"})
+	h.c.event(eventMsg{id: c.ID(), action: "oom"}, h.now)
 	h.step()
 	is.True(errors.Is(c.beginExec(), ErrContainerDead))
 	is.NoErr(h.release(c, false))
 	rm := h.finish(taskRemove, nil)
 	is.Equal(rm.reason, ReasonDied)
+}
+
+func TestCoreTreatsAContainerThatExitsRightAfterItStartsAsAFailedCreation(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
+	h.finishAll(taskCreate)
+	// Killed from outside (SIGKILL, exit 137): an accident, not a crash loop.
+	h.c.event(eventMsg{id: h.c.idle[0].id, action: "die", exitCode: "137"}, h.now)
+	h.step()
+	is.True(!h.c.failing)
+	h.finishAll(taskRemove)
+	h.finishAll(taskCreate)
+	// Exits on its own within seconds, never used: Cmd does not stay up.
+	h.now = h.now.Add(time.Second)
+	h.c.event(eventMsg{id: h.c.idle[0].id, action: "die", exitCode: "0"}, h.now)
+	h.step()
+	is.True(h.c.failing)
+	is.Equal(len(h.c.notes), 0)      // reported (drained by step)
+	is.Equal(h.count(taskCreate), 0) // refill backs off
+	h.now = h.now.Add(100 * time.Millisecond)
+	h.step()
+	is.Equal(h.count(taskCreate), 1)
+	h.finish(taskCreate, nil)
+	is.True(h.c.failing) // a creation that succeeds proves nothing yet
+	// It stays up for the crash window: the loop is over.
+	h.now = h.now.Add(crashWindow)
+	h.c.tick(h.now)
+	h.step()
+	is.True(!h.c.failing)
+}
+
+func TestCoreRemembersTheDeathOfAContainerWhoseCreationIsStillReporting(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
+	h.c.event(eventMsg{id: "c1", action: "die", exitCode: "137"}, h.now) // before its create result
+	h.step()
+	h.finish(taskCreate, nil) // c1
+	is.Equal(len(h.c.idle), 0)
+	is.Equal(h.finish(taskRemove, nil).reason, ReasonDied)
+	is.Equal(h.count(taskCreate), 1) // replaced
 }
 
 func TestCoreChecksAContainerIdleLongEnoughToBeSuspect(t *testing.T) {

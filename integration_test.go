@@ -514,3 +514,33 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 	is.NoErr(err)
 	is.Equal(len(rest), 0)
 }
+
+func TestIntegrationACmdThatExitsAtOnceIsReportedAndBackedOff(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	errs := make(chan error, 16)
+	p := dockerpooltest.NewPool(t, dockerpool.Config{
+		MinIdle: 1,
+		Cmd:     []string{"sh", "-c", "exit 3"},
+		OnError: func(err error) {
+			select {
+			case errs <- err:
+			default:
+			}
+		},
+	})
+	select {
+	case err := <-errs:
+		t.Logf("OnError: %v", err)
+		is.True(strings.Contains(err.Error(), "exited with code 3"))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no error reported for a container that exits at once")
+	}
+	// Backoff: a handful of attempts in two seconds, not a hot loop.
+	before := p.Stats().Created
+	time.Sleep(2 * time.Second) // measuring a rate over a wall-clock window
+	made := p.Stats().Created - before
+	t.Logf("%d creations in 2s while failing", made)
+	is.True(made <= 6)
+	is.True(!p.Stats().DaemonHealthy)
+}

@@ -60,8 +60,9 @@ type statsReq struct {
 // eventMsg is a Docker event about one of the pool's containers, or notice
 // that the event stream broke (resync) and the pool must re-list.
 type eventMsg struct {
-	id     string
-	action string // "die", "oom", "destroy", ...
+	id       string
+	action   string // "die", "oom", "destroy", ...
+	exitCode string // for "die"
 }
 
 // resyncMsg carries the IDs of the pool's running containers, listed after the

@@ -54,7 +54,7 @@ func (p *Pool) watchEvents(since time.Time) {
 					since = time.Unix(m.Time, 0)
 				}
 				select {
-				case p.eventCh <- eventMsg{id: m.Actor.ID, action: string(m.Action)}:
+				case p.eventCh <- eventMsg{id: m.Actor.ID, action: string(m.Action), exitCode: m.Actor.Attributes["exitCode"]}:
 				case <-ctx.Done():
 					return
 				}
