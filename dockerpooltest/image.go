@@ -36,6 +36,9 @@ type ImageOptions struct {
 	Files map[string][]byte
 	// Tag overrides the image tag; default: a hash of the content.
 	Tag string
+	// Applets, when set, limits the busybox applets linked in /bin (for
+	// example an image without sh). Default: all of them.
+	Applets []string
 }
 
 // BuildImage makes a tiny image offline: a static busybox with its applets
@@ -48,7 +51,11 @@ func BuildImage(ctx context.Context, cli *client.Client, opts ImageOptions) (str
 	if err != nil {
 		return "", err
 	}
-	rootfs, err := rootfsTar(bb, appletNames(path), opts.Files)
+	applets := opts.Applets
+	if applets == nil {
+		applets = appletNames(path)
+	}
+	rootfs, err := rootfsTar(bb, applets, opts.Files)
 	if err != nil {
 		return "", err
 	}
