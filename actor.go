@@ -103,7 +103,7 @@ const (
 	stallAfter     = 1 * time.Second        // Docker work outstanding this long without any result: ping the daemon
 	probeTimeout   = 1 * time.Second        // a ping slower than this counts as a failure
 	suspectIdle    = 1 * time.Second        // an idle container older than this is inspected before it is handed out
-	maxRemoveTry   = 5                      // removal attempts before a container is left to the final sweep
+	maxRemoveTry   = 5                      // removal attempts during Shutdown before a container is left to the final sweep
 	crashWindow    = 10 * time.Second       // a container exiting on its own this soon after it started is a failed creation
 	maxEarlyDeaths = 256                    // deaths of unknown containers remembered
 	removeBackoff  = 200 * time.Millisecond // first wait before retrying a failed removal
@@ -145,6 +145,7 @@ type core struct {
 	// Docker work: queued per lane, started while running < workers.
 	queue   [numLanes][]task
 	running [numLanes]int
+	started [numLanes]int // creations running, by lane (the rest of creating is queued)
 
 	phase      phase
 	forced     bool
@@ -178,10 +179,11 @@ type core struct {
 // reply is an answer waiting in the outbox. Every reply channel has room for
 // exactly one answer, so sending never blocks.
 type reply struct {
-	acq chan acquireReply
-	a   acquireReply
-	err chan error
-	e   error
+	acq   chan acquireReply
+	a     acquireReply
+	err   chan error
+	e     error
+	stats chan Stats // answered with the snapshot at flush time
 }
 
 func (c *core) answer(ch chan acquireReply, r acquireReply) {
@@ -195,9 +197,12 @@ func (c *core) answerErr(ch chan error, err error) {
 // flush sends the replies of the last message.
 func (c *core) flush() {
 	for i, r := range c.out {
-		if r.acq != nil {
+		switch {
+		case r.acq != nil:
 			r.acq <- r.a
-		} else {
+		case r.stats != nil:
+			r.stats <- c.snapshot()
+		default:
 			r.err <- r.e
 		}
 		c.out[i] = reply{}
@@ -344,7 +349,7 @@ func (c *core) unwaitIdle(r idleUnwaitReq) {
 }
 
 // stats answers a snapshot.
-func (c *core) stats(r statsReq) { r.reply <- c.snapshot() }
+func (c *core) stats(r statsReq) { c.out = append(c.out, reply{stats: r.reply}) }
 
 func (c *core) snapshot() Stats {
 	st := c.st
@@ -425,7 +430,13 @@ func (c *core) done(r taskResult) {
 	switch t.kind {
 	case taskCreate:
 		c.creating[t.lane]--
+		c.started[t.lane]--
 		if r.err != nil {
+			if r.id != "" { // made, but not started: remove it like any other
+				s := &slot{id: r.id, created: now}
+				c.known[s.id] = s
+				c.startRemove(s, ReasonFailedStart)
+			}
 			c.createFailed(t, r.err, now)
 			return
 		}
@@ -458,16 +469,21 @@ func (c *core) done(r taskResult) {
 		s := c.known[t.id]
 		if r.err != nil {
 			c.st.RemoveErrors++
-			if t.attempt+1 < maxRemoveTry && !c.forced {
-				t.attempt++
-				if c.phase == phaseRunning {
-					c.retries = append(c.retries, retry{t: t, at: now.Add(removeBackoff << (t.attempt - 1))})
-				} else {
-					c.enqueue(t) // shutting down: no time to wait
-				}
+			t.attempt++
+			if t.attempt == maxRemoveTry {
+				c.notes = append(c.notes, fmt.Errorf("dockerpool: removing container %s failed %d times, still trying: %w", shortID(t.id), t.attempt, r.err))
+			}
+			switch {
+			case c.phase == phaseRunning:
+				// While the pool runs, a removal is retried for as long as it
+				// takes, with a capped backoff: the container stays counted.
+				c.retries = append(c.retries, retry{t: t, at: now.Add(min(removeBackoff<<min(t.attempt-1, 10), backoffCap))})
+				return
+			case t.attempt < maxRemoveTry && !c.forced:
+				c.enqueue(t) // shutting down: no time to wait
 				return
 			}
-			c.notes = append(c.notes, fmt.Errorf("dockerpool: giving up removing container %s after %d attempts: %w", shortID(t.id), t.attempt+1, r.err))
+			// Shutting down and out of patience: the final sweep tries again.
 			c.removeFail = append(c.removeFail, t.id)
 		}
 		if s != nil {
@@ -531,7 +547,7 @@ func (c *core) createFailed(t task, err error, now time.Time) {
 	// creation in flight.
 	if t.lane == laneAcquire && c.liveWaiters > c.creating[laneAcquire]+len(c.checking) {
 		if w := c.popWaiter(); w != nil {
-			c.answer(w.reply, acquireReply{err: fmt.Errorf("dockerpool: create container for pool: %w", err)})
+			c.answer(w.reply, acquireReply{err: fmt.Errorf("%w: %w", ErrCreateFailed, err)})
 		}
 	}
 }
@@ -741,9 +757,13 @@ func (c *core) next(buf []task, now time.Time) []task {
 	}
 	for l := range numLanes {
 		for len(c.queue[l]) > 0 && c.running[l] < c.lim.workers[l] {
-			buf = append(buf, c.queue[l][0])
+			t := c.queue[l][0]
+			buf = append(buf, t)
 			c.queue[l] = c.queue[l][1:]
 			c.running[l]++
+			if t.kind == taskCreate {
+				c.started[l]++
+			}
 		}
 	}
 	return buf
@@ -930,8 +950,8 @@ func (c *core) check() {
 				queued++
 			}
 		}
-		if c.creating[l] < queued || c.running[l] < 0 || c.running[l] > c.lim.workers[l] {
-			panic(fmt.Sprintf("internal error: lane %d: creating %d, queued creations %d, running %d of %d", l, c.creating[l], queued, c.running[l], c.lim.workers[l]))
+		if c.creating[l] != queued+c.started[l] || c.running[l] < 0 || c.running[l] > c.lim.workers[l] {
+			panic(fmt.Sprintf("internal error: lane %d: creating %d, but %d queued and %d started; running %d of %d", l, c.creating[l], queued, c.started[l], c.running[l], c.lim.workers[l]))
 		}
 	}
 }

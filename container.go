@@ -155,8 +155,9 @@ func buildSpec(s settings, imageID, instance string) containerSpec {
 
 // ---- background work: each function below runs on a worker ----------------
 
-// createContainer creates and starts one container. On any failure it removes
-// what it created, so a failed creation leaves nothing behind.
+// createContainer creates and starts one container. When the creation fails
+// after Docker made the container, it returns the ID with the error: the
+// owner then removes the container like any other, retries included.
 func (p *Pool) createContainer() (string, error) {
 	ctx, cancel := context.WithTimeout(p.createCtx, p.cfg.DockerTimeout)
 	defer cancel()
@@ -168,24 +169,12 @@ func (p *Pool) createContainer() (string, error) {
 		return "", fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
 	}
 	if err := p.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
-		p.cleanup(resp.ID)
-		return "", fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
+		return resp.ID, fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
 	}
 	if ctx.Err() != nil { // a forced shutdown cancelled us after the fact
-		p.cleanup(resp.ID)
-		return "", fmt.Errorf("create container: %w", ctx.Err())
+		return resp.ID, fmt.Errorf("create container: %w", ctx.Err())
 	}
 	return resp.ID, nil
-}
-
-// cleanup removes a container the pool does not track, with a fresh deadline:
-// it runs when the creation's own context may be over.
-func (p *Pool) cleanup(id string) {
-	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
-	defer cancel()
-	if err := p.removeContainer(ctx, id); err != nil {
-		p.notify(fmt.Errorf("dockerpool: remove half-made container %s: %w", shortID(id), err))
-	}
 }
 
 // removeContainer force-removes a container: SIGKILL and removal in one call,

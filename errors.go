@@ -35,6 +35,10 @@ var (
 	// queueing the caller behind calls that cannot succeed. It wraps the last
 	// error seen from the daemon.
 	ErrDaemonUnavailable = errors.New("dockerpool: docker daemon unavailable")
+	// ErrCreateFailed is returned by Acquire when the container being made
+	// for the caller could not be created or started. It wraps the daemon's
+	// error.
+	ErrCreateFailed = errors.New("dockerpool: create container")
 	// ErrContainerReleased is returned when a Container handle is used after
 	// it was returned or removed (a double Return, Exec after Return, ...).
 	// Nothing is run and the pool is unchanged.

@@ -29,12 +29,14 @@ const (
 	// ReasonStale: found at New from an earlier process, but stopped, made
 	// from another configuration, already used, or beyond MaxIdle.
 	ReasonStale
+	// ReasonFailedStart: created, but it could not be started.
+	ReasonFailedStart
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"trim", "max-uses", "lifetime", "idle-time", "died", "tainted",
-	"reset-failed", "user", "shutdown", "stale",
+	"reset-failed", "user", "shutdown", "stale", "failed-start",
 }
 
 // String returns the reason's short name, as used in logs.

@@ -219,7 +219,14 @@ func (f *Fake) newID() string {
 // fake drops events for a subscriber that does not keep up, as a real daemon
 // would; tests that care read them promptly. Called with f.mu held.
 func (f *Fake) publish(c *Container, action events.Action) {
-	m := events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: c.ID, Attributes: c.Labels}, Time: time.Now().Unix()}
+	attrs := map[string]string{}
+	for k, v := range c.Labels {
+		attrs[k] = v
+	}
+	if action == events.ActionDie {
+		attrs["exitCode"] = "137" // killed, as by docker kill or a forced removal
+	}
+	m := events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: c.ID, Attributes: attrs}, Time: time.Now().Unix()}
 	for _, s := range f.subs {
 		if s.ctx.Err() != nil || !matchLabels(s.filter, c.Labels) {
 			continue
