@@ -25,24 +25,26 @@ import (
 type lane uint8
 
 const (
-	laneOps     lane = iota // refill, trim, removals, checks, shutdown: MaxConcurrentDockerOps
-	laneAcquire             // creations for callers who found nothing idle: MaxConcurrentAcquire
+	laneOps     lane = iota // refill, trim, removals, resets, reconciling, shutdown: MaxConcurrentDockerOps
+	laneAcquire             // creations and checks for callers who found nothing idle: MaxConcurrentAcquire
+	laneProbe               // the daemon health ping: one worker, never queued behind stalled calls
 	numLanes
 )
 
 type taskKind uint8
 
 const (
-	taskCreate   taskKind = iota // create and start a container
-	taskRemove                   // force-remove a container
-	taskCheck                    // inspect an idle container before handing it out
-	taskReset                    // run Config.OnReturn on a returned container
-	taskProbe                    // ping the daemon
-	taskFinalize                 // last sweep by label, then the network
+	taskCreate    taskKind = iota // create and start a container
+	taskRemove                    // force-remove a container
+	taskCheck                     // inspect an idle container before handing it out
+	taskReset                     // run Config.OnReturn on a returned container
+	taskProbe                     // ping the daemon
+	taskFinalize                  // last sweep by label, then the network
+	taskReconcile                 // list the pool's containers: deaths missed, creations whose answer was lost
 )
 
 func (k taskKind) String() string {
-	return [...]string{"create", "remove", "check", "reset", "probe", "finalize"}[k]
+	return [...]string{"create", "remove", "check", "reset", "probe", "finalize", "reconcile"}[k]
 }
 
 // task is one unit of Docker work.
@@ -105,6 +107,7 @@ const (
 	suspectIdle    = 1 * time.Second        // an idle container older than this is inspected before it is handed out
 	maxRemoveTry   = 5                      // removal attempts during Shutdown before a container is left to the final sweep
 	crashWindow    = 10 * time.Second       // a container exiting on its own this soon after it started is a failed creation
+	reconcileEvery = 30 * time.Second       // how often the pool compares its containers with the daemon's list
 	maxEarlyDeaths = 256                    // deaths of unknown containers remembered
 	removeBackoff  = 200 * time.Millisecond // first wait before retrying a failed removal
 )
@@ -118,6 +121,7 @@ type limits struct {
 	refillInterval            time.Duration
 	suspectIdle               time.Duration // 0: never inspect before handing out
 	hasReset                  bool          // Config.OnReturn is set
+	dockerTimeout             time.Duration // bound of one Docker call
 }
 
 type core struct {
@@ -154,15 +158,18 @@ type core struct {
 	retries    []retry  // removals waiting to be retried
 
 	// Health of the daemon.
-	failing      bool
-	lastErr      error
-	failures     int       // consecutive failed creations
-	retryAt      time.Time // no refill before this while failing
-	lastProgress time.Time // last time a task finished
-	probing      bool
-	crashLoop    bool                // new containers exit on their own right after they start
-	lastCrash    time.Time           // when the last one did
-	early        map[string]eventMsg // deaths of containers not known yet
+	failing         bool
+	lastErr         error
+	failures        int       // consecutive failed creations
+	retryAt         time.Time // no refill before this while failing
+	lastProgress    time.Time // last time a task finished
+	probing         bool
+	reconciling     bool                // a reconcile task is out
+	reconcileAt     time.Time           // next periodic reconcile
+	reconcileIssued time.Time           // when the reconcile out was asked for
+	crashLoop       bool                // new containers exit on their own right after they start
+	lastCrash       time.Time           // when the last one did
+	early           map[string]eventMsg // deaths of containers not known yet
 
 	// Replies to send once the message is applied and the counters are
 	// published (so that a caller who got a container sees it in InUse).
@@ -216,6 +223,7 @@ type retry struct {
 }
 
 func newCore(lim limits, pool *Pool, seed uint64, log *slog.Logger) *core {
+	lim.workers[laneProbe] = 1
 	return &core{
 		lim:         lim,
 		pool:        pool,
@@ -257,7 +265,7 @@ func (c *core) acquire(r acquireReq, now time.Time) {
 		c.answer(r.reply, acquireReply{err: fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)})
 		if !c.probing {
 			c.probing = true
-			c.enqueue(task{kind: taskProbe, lane: laneOps})
+			c.enqueue(task{kind: taskProbe, lane: laneProbe})
 		}
 		return
 	}
@@ -437,6 +445,14 @@ func (c *core) done(r taskResult) {
 				c.known[s.id] = s
 				c.startRemove(s, ReasonFailedStart)
 			}
+			if c.forced && errors.Is(r.err, context.Canceled) {
+				return // cut short by Shutdown itself: not the daemon's failure
+			}
+			if r.id == "" {
+				// The daemon may have made the container and the answer got
+				// lost: look for it once any creation sent now has timed out.
+				c.reconcileAt = now.Add(c.lim.dockerTimeout + 2*time.Second)
+			}
 			c.createFailed(t, r.err, now)
 			return
 		}
@@ -499,10 +515,16 @@ func (c *core) done(r taskResult) {
 	case taskCheck:
 		s := c.known[t.id]
 		switch {
-		case r.err != nil || s.dead:
+		case s.dead || errors.Is(r.err, ErrContainerDead):
 			c.startRemove(s, ReasonDied)
 		case c.phase != phaseRunning:
 			c.startRemove(s, ReasonShutdown)
+		case r.err != nil:
+			// Docker did not answer: the container is probably fine, the
+			// daemon is not. Keep it; callers hear that Docker fails.
+			c.markFailing(r.err, now)
+			c.setState(s, stIdle)
+			c.idle = append(c.idle, s)
 		default:
 			c.offer(s, now)
 		}
@@ -537,6 +559,30 @@ func (c *core) done(r taskResult) {
 	case taskFinalize:
 		c.finalErr = r.err
 		c.phase = phaseStopped
+
+	case taskReconcile:
+		c.reconciling = false
+		if r.err != nil || c.phase != phaseRunning {
+			return
+		}
+		running := map[string]bool{}
+		for _, f := range r.found {
+			running[f.id] = f.running
+			if _, ok := c.known[f.id]; ok || !f.ours || now.Sub(f.created) < c.lim.dockerTimeout+2*time.Second {
+				continue
+			}
+			// Ours, unknown, and older than any creation still in flight:
+			// a creation whose answer was lost. Remove it.
+			s := &slot{id: f.id, created: f.created}
+			c.known[s.id] = s
+			c.startRemove(s, ReasonStale)
+		}
+		for id, s := range c.known {
+			// Containers made after the list was asked for are not in it.
+			if !running[id] && s.state != stRemoving && s.created.Before(c.reconcileIssued) {
+				c.event(eventMsg{id: id, action: "die", exitCode: "137"}, now)
+			}
+		}
 	}
 }
 
@@ -627,17 +673,11 @@ func (c *core) event(e eventMsg, now time.Time) {
 	// stChecking and stResetting see s.dead when their task ends.
 }
 
-// resync applies a fresh listing of the pool's running containers: whatever
-// the pool thinks is alive but is not in it died while nobody listened.
-func (c *core) resync(m resyncMsg, now time.Time) {
-	if m.err != nil {
-		return
-	}
-	for id := range c.known {
-		if !m.running[id] {
-			c.event(eventMsg{id: id, action: "die"}, now)
-		}
-	}
+// resync is asked for when the event stream broke: deaths may have been
+// missed, so the pool reconciles with the daemon's list now.
+func (c *core) resync(now time.Time) {
+	c.reconcileAt = now
+	c.tick(now)
 }
 
 // tick runs every RefillInterval: expiry, retries, stall detection.
@@ -684,7 +724,13 @@ func (c *core) tick(now time.Time) {
 	if !c.probing && c.running[laneOps]+c.running[laneAcquire] > 0 && now.Sub(c.lastProgress) >= stallAfter {
 		c.probing = true
 		c.lastProgress = now // at most one probe per stallAfter
-		c.enqueue(task{kind: taskProbe, lane: laneOps})
+		c.enqueue(task{kind: taskProbe, lane: laneProbe})
+	}
+	if c.phase == phaseRunning && !c.reconciling && !now.Before(c.reconcileAt) {
+		c.reconciling = true
+		c.reconcileAt = now.Add(reconcileEvery)
+		c.reconcileIssued = now
+		c.enqueue(task{kind: taskReconcile, lane: laneOps})
 	}
 }
 
@@ -744,7 +790,7 @@ func (c *core) balance(now time.Time) {
 	}
 	if c.phase == phaseDraining && len(c.leased) == 0 && len(c.checking) == 0 && len(c.reset) == 0 &&
 		len(c.removing) == 0 && c.creating[laneOps]+c.creating[laneAcquire] == 0 && len(c.retries) == 0 &&
-		c.running[laneOps]+c.running[laneAcquire] == 0 && len(c.queue[laneOps])+len(c.queue[laneAcquire]) == 0 {
+		c.busy() == 0 {
 		c.phase = phaseFinalizing
 		c.enqueue(task{kind: taskFinalize, lane: laneOps, sweep: c.removeFail})
 	}
@@ -890,6 +936,15 @@ func (c *core) dropQueuedCreate(l lane) bool {
 	return false
 }
 
+// busy counts the tasks queued or running in every lane.
+func (c *core) busy() int {
+	n := 0
+	for l := range numLanes {
+		n += c.running[l] + len(c.queue[l])
+	}
+	return n
+}
+
 // size counts the containers that MaxSize caps.
 func (c *core) size() int {
 	return len(c.idle) + len(c.leased) + len(c.checking) + len(c.reset) + c.creating[laneOps] + c.creating[laneAcquire]
@@ -994,8 +1049,8 @@ func (p *Pool) run() {
 			c.done(r)
 		case e := <-p.eventCh:
 			c.event(e, time.Now())
-		case m := <-p.resyncCh:
-			c.resync(m, time.Now())
+		case <-p.resyncCh:
+			c.resync(time.Now())
 		case <-ticker.C:
 			c.tick(time.Now())
 		}
@@ -1042,12 +1097,20 @@ func (p *Pool) work(t task) {
 		case <-p.baseCtx.Done(): // the owner is gone (it only leaves early on a bug)
 		}
 	}()
-	if rec := panics.Try(func() { r.id, r.err = p.do(t) }); rec != nil {
+	if rec := panics.Try(func() { p.do(t, &r) }); rec != nil {
 		r.err = rec.AsError()
 	}
 }
 
-func (p *Pool) do(t task) (string, error) {
+func (p *Pool) do(t task, r *taskResult) {
+	if t.kind == taskReconcile {
+		r.found, r.err = p.reconcile()
+		return
+	}
+	r.id, r.err = p.doOne(t)
+}
+
+func (p *Pool) doOne(t task) (string, error) {
 	switch t.kind {
 	case taskCreate:
 		return p.createContainer()

@@ -451,11 +451,23 @@ func TestCoreChecksAContainerIdleLongEnoughToBeSuspect(t *testing.T) {
 	reply := h.acquire()
 	is.True(pending(reply))
 	is.Equal(h.count(taskCheck), 1)
-	h.finish(taskCheck, errors.New("not running")) // it died unseen
+	h.finish(taskCheck, fmt.Errorf("%w: exited", ErrContainerDead)) // it died unseen
 	is.True(pending(reply))
 	is.Equal(h.count(taskCreate) >= 1, true) // a creation for the caller
 	h.finishAll(taskCreate)
 	is.NoErr(got(t, reply).err)
+}
+
+func TestCoreKeepsASuspectContainerWhenOnlyTheDaemonFailedToAnswer(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3, suspectIdle: time.Second})
+	h.finishAll(taskCreate)
+	h.now = h.now.Add(2 * time.Second)
+	reply := h.acquire()
+	h.finish(taskCheck, errors.New("Cannot connect to the Docker daemon"))
+	is.True(errors.Is(got(t, reply).err, ErrDaemonUnavailable)) // the caller hears the truth
+	is.Equal(len(h.c.idle), 1)                                  // and the warm container is kept
+	is.Equal(h.count(taskRemove), 0)
 }
 
 func TestCoreRecyclesByUsesLifetimeAndIdleTime(t *testing.T) {

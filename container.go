@@ -193,6 +193,9 @@ func (p *Pool) checkContainer(id string) error {
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 	defer cancel()
 	info, err := p.api.ContainerInspect(ctx, id)
+	if cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("%w: container %s is gone: %w", ErrContainerDead, shortID(id), err)
+	}
 	if err != nil {
 		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}

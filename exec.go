@@ -60,7 +60,7 @@ var ErrEmptyCommand = errors.New("dockerpool: empty command")
 const execIDEnv = "DOCKERPOOL_EXEC_ID"
 
 const (
-	inspectBudget = 5 * time.Second // to learn the exit code after the output ended
+	inspectBudget = time.Second // to learn the exit code after the output ended
 	reapBudget    = 3 * time.Second // to kill and verify after a timeout
 )
 
@@ -100,6 +100,11 @@ func (c *Container) ExecStd(ctx context.Context, cmd []string, opts ExecOptions)
 // (Container.Tainted) and Return removes the container instead of reusing it.
 // Either way, nothing of the command runs in a container that the pool hands
 // out again.
+//
+// The command is over when its output streams close. If they close while the
+// command still runs (the connection was cut, or the command closed its
+// stdout and stderr and went on), ExecStream cannot vouch for the output: it
+// returns an error and kills the command as after a timeout.
 //
 // Several commands may run on one container at once; each gets its own
 // Docker exec.
@@ -241,7 +246,9 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 
 	code, err := c.exitCode(parent, created.ID)
 	if err != nil {
-		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
+		// The output ended but the command did not, or Docker cannot say:
+		// the stream was cut. Clean up as after a timeout.
+		return -1, c.abandon(fmt.Errorf("dockerpool: %s: %w", what, err), token, opts.User)
 	}
 	if code, err = sniff.finish(code, errw); err != nil {
 		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
@@ -268,7 +275,7 @@ func (c *Container) exitCode(parent context.Context, execID string) (int, error)
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return -1, fmt.Errorf("exec still running after its output ended: %w", ctx.Err())
+			return -1, errors.New("the output stream ended but the command still runs (stream cut, or the command closed its output)")
 		}
 		wait = min(2*wait, 50*time.Millisecond)
 	}

@@ -65,20 +65,25 @@ type eventMsg struct {
 	exitCode string // for "die"
 }
 
-// resyncMsg carries the IDs of the pool's running containers, listed after the
-// event stream was re-established: any known container missing from it died
-// while nobody was listening.
-type resyncMsg struct {
-	running map[string]bool
-	err     error
-}
+// resyncMsg says the event stream was re-established: deaths may have been
+// missed while nobody listened, so the owner reconciles with the daemon.
+type resyncMsg struct{}
 
 // Results of background work. Workers send exactly one per task, whatever
 // happens (a panic included).
 
 type taskResult struct {
-	task task
-	id   string // the created container, for taskCreate
-	err  error
-	at   time.Time
+	task  task
+	id    string // the created container, for taskCreate
+	err   error
+	at    time.Time
+	found []found // for taskReconcile
+}
+
+// found is a container of the pool's label as the daemon lists it.
+type found struct {
+	id      string
+	created time.Time
+	running bool
+	ours    bool // made by this Pool value (its instance label)
 }

@@ -148,11 +148,13 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 	p.createCtx, p.cancelCreate = context.WithCancel(p.baseCtx)
 	p.lanes[laneOps] = pool.New().WithMaxGoroutines(s.MaxConcurrentDockerOps)
 	p.lanes[laneAcquire] = pool.New().WithMaxGoroutines(s.MaxConcurrentAcquire)
+	p.lanes[laneProbe] = pool.New().WithMaxGoroutines(1)
 	p.core = newCore(limits{
 		minIdle:        s.MinIdle,
 		maxIdle:        s.MaxIdle,
 		maxSize:        s.MaxSize,
-		workers:        [numLanes]int{s.MaxConcurrentDockerOps, s.MaxConcurrentAcquire},
+		workers:        [numLanes]int{s.MaxConcurrentDockerOps, s.MaxConcurrentAcquire, 1},
+		dockerTimeout:  s.DockerTimeout,
 		maxUses:        s.MaxUses,
 		maxIdleTime:    s.MaxIdleTime,
 		maxLifetime:    s.MaxLifetime,

@@ -42,7 +42,11 @@ func (p *Pool) watchEvents(since time.Time) {
 		opts := events.ListOptions{Filters: f, Since: strconv.FormatInt(since.Unix(), 10)}
 		msgs, errs := p.api.Events(ctx, opts)
 		if attempt > 0 {
-			p.resync(ctx)
+			select {
+			case p.resyncCh <- resyncMsg{}:
+			case <-ctx.Done():
+				return
+			}
 		}
 		healthy := false
 	stream:
@@ -85,23 +89,28 @@ func (p *Pool) watchEvents(since time.Time) {
 	}
 }
 
-// resync lists the pool's running containers and hands the list to the owner.
-func (p *Pool) resync(ctx context.Context) {
-	lctx, cancel := context.WithTimeout(ctx, p.cfg.DockerTimeout)
+// reconcile lists every container of the pool's label, for the owner to
+// compare with what it knows.
+func (p *Pool) reconcile() ([]found, error) {
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 	defer cancel()
-	list, err := p.api.ContainerList(lctx, container.ListOptions{
+	list, err := p.api.ContainerList(ctx, container.ListOptions{
+		All:     true,
 		Filters: filters.NewArgs(filters.Arg("label", LabelPool+"="+p.cfg.Name)),
 	})
-	m := resyncMsg{err: err, running: map[string]bool{}}
+	if err != nil {
+		return nil, fmt.Errorf("list containers of pool %q: %w", p.cfg.Name, err)
+	}
+	out := make([]found, 0, len(list))
 	for _, c := range list {
-		if c.State == "running" {
-			m.running[c.ID] = true
-		}
+		out = append(out, found{
+			id:      c.ID,
+			created: time.Unix(c.Created, 0),
+			running: c.State == "running",
+			ours:    c.Labels[LabelInstance] == p.instance,
+		})
 	}
-	select {
-	case p.resyncCh <- m:
-	case <-ctx.Done():
-	}
+	return out, nil
 }
 
 // finalize is Shutdown's last step: a sweep of whatever still carries the
