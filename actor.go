@@ -120,7 +120,8 @@ type limits struct {
 	maxIdleTime, maxLifetime  time.Duration
 	refillInterval            time.Duration
 	suspectIdle               time.Duration // 0: never inspect before handing out
-	hasReset                  bool          // Config.OnReturn is set
+	hasReset                  bool          // Config.OnReturn or CheckOnReturn is set: returns go through taskReset
+	hasHook                   bool          // Config.OnReturn is set
 	dockerTimeout             time.Duration // bound of one Docker call
 }
 
@@ -532,7 +533,7 @@ func (c *core) done(r taskResult) {
 	case taskReset:
 		s := c.known[t.id]
 		switch {
-		case s.dead:
+		case s.dead || errors.Is(r.err, ErrContainerDead):
 			c.startRemove(s, ReasonDied)
 		case r.err != nil:
 			c.startRemove(s, ReasonResetFailed)
@@ -540,7 +541,9 @@ func (c *core) done(r taskResult) {
 		case c.phase != phaseRunning:
 			c.startRemove(s, ReasonShutdown)
 		default:
-			s.marked = false // reset: renamed back, adoptable again
+			if c.lim.hasHook {
+				s.marked = false // reset by OnReturn: renamed clean, adoptable again
+			}
 			c.offer(s, now)
 		}
 

@@ -98,8 +98,14 @@ type Config struct {
 	MaxLifetime time.Duration
 	// OnReturn, when set, runs on every returned container before it goes
 	// back to the idle stack (on a background worker, never on the caller's
-	// goroutine). An error removes the container instead.
+	// goroutine), for example to empty /tmp. An error removes the container
+	// instead. The container is then checked as with CheckOnReturn.
 	OnReturn func(ctx context.Context, c *Container) error
+	// CheckOnReturn inspects every returned container before reuse: one that
+	// stopped or was OOM-killed is removed. It costs one Docker call per
+	// Return, on a background worker. Without it, the pool learns of deaths
+	// from Docker's events, which can lag a few milliseconds.
+	CheckOnReturn bool
 	// Logger receives structured events: containers created, removed (with
 	// the reason), adopted, and refill backoff. Default: none.
 	Logger *slog.Logger

@@ -228,22 +228,24 @@ func (p *Pool) resetContainer(id string, marked bool) error {
 	if marked {
 		h.state.Or(handleMarked)
 	}
-	err := p.cfg.OnReturn(ctx, h)
-	// The hook's handle dies with the hook, whatever it kept of it.
-	if busy, _ := h.markReleased(); busy {
-		err = errors.Join(err, errors.New("an exec was still running when it returned"))
-	}
-	if h.Tainted() {
-		err = errors.Join(err, errors.New("an exec could not be cleaned up"))
-	}
-	if err != nil {
-		return fmt.Errorf("OnReturn: %w", err)
+	if p.cfg.OnReturn != nil {
+		err := p.cfg.OnReturn(ctx, h)
+		// The hook's handle dies with the hook, whatever it kept of it.
+		if busy, _ := h.markReleased(); busy {
+			err = errors.Join(err, errors.New("an exec was still running when it returned"))
+		}
+		if h.Tainted() {
+			err = errors.Join(err, errors.New("an exec could not be cleaned up"))
+		}
+		if err != nil {
+			return fmt.Errorf("OnReturn: %w", err)
+		}
 	}
 	if err := p.checkContainer(id); err != nil {
 		return err
 	}
-	if h.state.Load()&handleMarked != 0 {
-		return p.rename(id, cleanNamePrefix)
+	if p.cfg.OnReturn != nil && h.state.Load()&handleMarked != 0 {
+		return p.rename(id, cleanNamePrefix) // reset: adoptable again after a crash
 	}
 	return nil
 }

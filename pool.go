@@ -160,7 +160,8 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 		maxLifetime:    s.MaxLifetime,
 		refillInterval: s.RefillInterval,
 		suspectIdle:    suspectIdle,
-		hasReset:       s.OnReturn != nil,
+		hasReset:       s.OnReturn != nil || s.CheckOnReturn,
+		hasHook:        s.OnReturn != nil,
 	}, p, binary.LittleEndian.Uint64(idb[:]), s.Logger)
 
 	// Listen before listing, so that nothing dies unseen in between.
