@@ -60,7 +60,7 @@ var ErrEmptyCommand = errors.New("dockerpool: empty command")
 const execIDEnv = "DOCKERPOOL_EXEC_ID"
 
 const (
-	inspectBudget = time.Second // to learn the exit code after the output ended
+	inspectBudget = time.Second     // to learn the exit code after the output ended
 	reapBudget    = 3 * time.Second // to kill and verify after a timeout
 )
 

@@ -193,7 +193,7 @@ func TestExecTimeoutWhileOtherCommandsRunTaintsInsteadOfKillingThem(t *testing.T
 	is.True(errors.Is(err, dockerpool.ErrExecTimeout))
 	is.True(c.Tainted())
 	is.Equal(strays(t, c, "sleep 10"), []string(nil)) // the timed-out command's processes are gone...
-	is.Equal(<-other, 0) // ...and the other command finished untouched
+	is.Equal(<-other, 0)                              // ...and the other command finished untouched
 	is.NoErr(p.Return(bg(t), c))
 	waitGone(t, c.ID(), 10*time.Second)
 }
