@@ -166,3 +166,16 @@ func appletNames(path string) []string {
 const fallbackApplets = `sh ash cat cp echo env false grep head kill ls mkdir mv nproc printf ps pwd
 	rm rmdir seq setsid sh sleep sort tail tee test timeout touch tr true uname wc yes id
 	chmod chown date dd df du find hostname ln md5sum sha256sum sed awk xargs [ [[ which`
+
+// LocalImage builds (or finds) the busybox image of BuildImage with a Docker
+// client made from the environment, and returns its reference. It is meant
+// for examples and first steps on a machine that cannot pull images; use
+// your own image in production.
+func LocalImage(ctx context.Context) (string, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return "", fmt.Errorf("dockerpooltest: docker client: %w", err)
+	}
+	defer cli.Close()
+	return BuildImage(ctx, cli, ImageOptions{})
+}

@@ -1,0 +1,162 @@
+package dockerpool_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/dockerpool/dockerpool"
+	"github.com/dockerpool/dockerpool/dockerpooltest"
+)
+
+// The examples run in the test suite against the real daemon. They use the
+// tiny busybox image that dockerpooltest builds offline; in your program,
+// name your own image (for example "python:3.12-alpine").
+
+func exampleImage() string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	image, err := dockerpooltest.LocalImage(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	return image
+}
+
+func ExampleNew() {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:    "example-new",
+		Network: dockerpool.NetworkConfig{Name: "none"}, // no network at all
+		Image:   dockerpool.ImageConfig{Name: exampleImage()},
+		HostConfig: &container.HostConfig{
+			NetworkMode: "none",
+			Resources:   container.Resources{Memory: 128 << 20, NanoCPUs: 500_000_000},
+		},
+		MinIdle: 2,
+		MaxIdle: 4,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+
+	// Wait for the pool to warm up before taking traffic.
+	if err := pool.WaitIdle(ctx, 2); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("idle containers:", pool.IdleCount())
+	// Output: idle containers: 2
+}
+
+func ExamplePool_Acquire() {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:       "example-acquire",
+		Network:    dockerpool.NetworkConfig{Name: "none"},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+		Image:      dockerpool.ImageConfig{Name: exampleImage()},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The container is ours until Return: run as many commands as needed.
+	res, err := c.ExecStd(ctx, []string{"sh", "-c", "echo hello from busybox; exit 3"},
+		dockerpool.ExecOptions{Timeout: 5 * time.Second})
+	if err != nil {
+		log.Fatal(err) // Docker failed, or the timeout killed the command
+	}
+	fmt.Printf("exit %d: %s", res.ExitCode, res.Stdout)
+
+	// Return puts it back on the idle stack for the next caller.
+	if err := pool.Return(ctx, c); err != nil {
+		log.Fatal(err)
+	}
+	// Output: exit 3: hello from busybox
+}
+
+func ExampleContainer_ExecStream() {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:       "example-stream",
+		Network:    dockerpool.NetworkConfig{Name: "none"},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+		Image:      dockerpool.ImageConfig{Name: exampleImage()},
+		MinIdle:    1,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Return(ctx, c)
+
+	// Stdin is fed to the command and closed at EOF; stdout is written to
+	// os.Stdout as it arrives; stderr is discarded (nil writer).
+	input := strings.NewReader("banana\napple\ncherry\n")
+	code, err := c.ExecStream(ctx, []string{"sort"}, os.Stdout, nil, dockerpool.ExecOptions{Stdin: input})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("exit code:", code)
+	// Output:
+	// apple
+	// banana
+	// cherry
+	// exit code: 0
+}
+
+func ExamplePool_Shutdown() {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:       "example-shutdown",
+		Network:    dockerpool.NetworkConfig{Name: "none"},
+		HostConfig: &container.HostConfig{NetworkMode: "none"},
+		Image:      dockerpool.ImageConfig{Name: exampleImage()},
+		MinIdle:    3,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pool.WaitIdle(ctx, 3); err != nil {
+		log.Fatal(err)
+	}
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() {
+		// A holder finishing its work while Shutdown waits for it.
+		_, _ = held.Exec(ctx, []string{"true"})
+		_ = pool.Return(ctx, held)
+	}()
+
+	// Shutdown waits for containers in use until its ctx ends, then removes
+	// them anyway. Either way nothing of the pool is left.
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := pool.Shutdown(sctx); err != nil {
+		log.Fatal(err)
+	}
+	_, err = pool.Acquire(ctx)
+	fmt.Println(err)
+	fmt.Println("removed at shutdown:", pool.Stats().RemovedBy[dockerpool.ReasonShutdown] > 0)
+	// Output:
+	// dockerpool: pool is shut down
+	// removed at shutdown: true
+}
