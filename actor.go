@@ -55,6 +55,7 @@ type task struct {
 	reason  RemoveReason // for remove
 	attempt int          // for remove: earlier failures
 	marked  bool         // for reset: the container carries the used mark
+	agent   *agentConn   // for remove and reset: the container's agent session
 	sweep   []string     // for finalize: containers whose removal failed
 }
 
@@ -80,6 +81,7 @@ type slot struct {
 	handle    *Container // the current holder's handle, while leased
 	dead      bool       // Docker said it died or is gone
 	marked    bool       // renamed as used: an earlier holder ran an exec in it
+	agent     *agentConn // the agent session, on the agent path
 	reason    RemoveReason
 }
 
@@ -326,7 +328,7 @@ func (c *core) release(r releaseReq, now time.Time) {
 	switch {
 	case r.remove:
 		c.startRemove(s, ReasonUser)
-	case s.dead:
+	case s.dead || r.c.state.Load()&handleDead != 0:
 		c.startRemove(s, ReasonDied)
 	case r.tainted || r.c.state.Load()&handleTainted != 0:
 		c.startRemove(s, ReasonTainted)
@@ -338,7 +340,7 @@ func (c *core) release(r releaseReq, now time.Time) {
 		c.startRemove(s, ReasonLifetime)
 	case c.lim.hasReset:
 		c.setState(s, stResetting)
-		c.enqueue(task{kind: taskReset, lane: laneOps, id: s.id, marked: s.marked})
+		c.enqueue(task{kind: taskReset, lane: laneOps, id: s.id, marked: s.marked, agent: s.agent})
 	default:
 		c.offer(s, now)
 	}
@@ -461,7 +463,7 @@ func (c *core) done(r taskResult) {
 			c.healthy(now)
 		}
 		c.st.Created++
-		s := &slot{id: r.id, created: now}
+		s := &slot{id: r.id, created: now, agent: r.agent}
 		if c.lim.maxLifetime > 0 {
 			// Up to 10% less, so that containers made together do not all
 			// expire together.
@@ -841,7 +843,7 @@ func (c *core) lease(s *slot, reply chan acquireReply, start, now time.Time, wai
 	c.setState(s, stLeased)
 	s.uses++
 	c.leases++
-	h := &Container{pool: c.pool, id: s.id, lease: c.leases, needMark: !s.marked}
+	h := &Container{pool: c.pool, id: s.id, lease: c.leases, needMark: !s.marked, agent: s.agent}
 	s.handle = h
 	c.st.AcquireCount++
 	if !start.IsZero() {
@@ -916,7 +918,7 @@ func (c *core) setState(s *slot, st slotState) {
 func (c *core) startRemove(s *slot, why RemoveReason) {
 	c.setState(s, stRemoving)
 	s.reason = why
-	c.enqueue(task{kind: taskRemove, lane: laneOps, id: s.id, reason: why})
+	c.enqueue(task{kind: taskRemove, lane: laneOps, id: s.id, reason: why, agent: s.agent})
 }
 
 func (c *core) enqueue(t task) { c.queue[t.lane] = append(c.queue[t.lane], t) }
@@ -1110,21 +1112,24 @@ func (p *Pool) do(t task, r *taskResult) {
 		r.found, r.err = p.reconcile()
 		return
 	}
+	if t.kind == taskCreate {
+		r.id, r.agent, r.err = p.createContainer()
+		return
+	}
 	r.id, r.err = p.doOne(t)
 }
 
 func (p *Pool) doOne(t task) (string, error) {
 	switch t.kind {
-	case taskCreate:
-		return p.createContainer()
 	case taskRemove:
+		t.agent.close()
 		ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 		defer cancel()
 		return "", p.removeContainer(ctx, t.id)
 	case taskCheck:
 		return "", p.checkContainer(t.id)
 	case taskReset:
-		return "", p.resetContainer(t.id, t.marked)
+		return "", p.resetContainer(t.id, t.marked, t.agent)
 	case taskProbe:
 		ctx, cancel := context.WithTimeout(p.baseCtx, probeTimeout)
 		defer cancel()
@@ -1156,6 +1161,9 @@ func (p *Pool) exit() {
 		p.shutdownErr = errors.Join(err, p.finalizeWith(context.WithoutCancel(p.baseCtx), sweep))
 	} else {
 		p.shutdownErr = p.core.finalErr
+	}
+	for _, s := range p.core.known { // after a bug: no session may outlive the pool
+		s.agent.close()
 	}
 	p.finalStats = p.core.snapshot()
 	p.idle.Store(0)

@@ -115,6 +115,10 @@ type Config struct {
 	// DockerTimeout bounds each Docker call the pool makes in the background
 	// (create, start, remove, inspect). Default 30s.
 	DockerTimeout time.Duration
+	// Agent, when set, runs commands through dockerpool-agent, the
+	// container's main process, instead of Docker exec: about a millisecond
+	// per command instead of tens. Cmd is then ignored. See AgentConfig.
+	Agent *AgentConfig
 }
 
 // NetworkConfig says which network the containers join.
@@ -163,6 +167,7 @@ const (
 type settings struct {
 	Config
 	pullPolicy PullPolicy
+	agent      *AgentConfig // a copy with defaults, or nil
 }
 
 // resolve validates cfg and applies the defaults.
@@ -228,6 +233,19 @@ func resolve(cfg Config) (settings, error) {
 	}
 	if s.OnError == nil {
 		s.OnError = func(err error) { log.Printf("dockerpool %s: %v", cfg.Name, err) }
+	}
+	if cfg.Agent != nil {
+		a := *cfg.Agent
+		if a.Path == "" {
+			a.Path = DefaultAgentPath
+		}
+		if a.HandshakeTimeout == 0 {
+			a.HandshakeTimeout = 10 * time.Second
+		}
+		if a.HandshakeTimeout < 0 {
+			return settings{}, fmt.Errorf("%w: Agent.HandshakeTimeout is negative", ErrInvalidConfig)
+		}
+		s.agent = &a
 	}
 	switch s.Image.PullPolicy {
 	case "":

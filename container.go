@@ -1,10 +1,12 @@
 package dockerpool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -25,8 +27,9 @@ import (
 type Container struct {
 	pool     *Pool
 	id       string
-	lease    uint64 // which hand-out of this container the handle stands for
-	needMark bool   // the container does not carry the used mark yet
+	lease    uint64     // which hand-out of this container the handle stands for
+	needMark bool       // the container does not carry the used mark yet
+	agent    *agentConn // the container's agent session, on the agent path
 
 	markMu sync.Mutex // serializes the marking of concurrent first Execs
 
@@ -145,6 +148,13 @@ func buildSpec(s settings, imageID, instance string) containerSpec {
 		hc.NetworkMode = container.NetworkMode(s.Network.Name)
 	}
 
+	if a := s.agent; a != nil {
+		// The agent is the main process, and talks on its stdin/stdout.
+		cc.Entrypoint = []string{a.Path}
+		cc.Cmd = nil
+		cc.OpenStdin, cc.StdinOnce, cc.Tty = true, false, false
+		cc.AttachStdin, cc.AttachStdout, cc.AttachStderr = true, true, true
+	}
 	cc.Labels = labels
 	hash := configHash(imageID, &cc, &hc, nc)
 	cc.Labels = maps.Clone(labels)
@@ -157,8 +167,10 @@ func buildSpec(s settings, imageID, instance string) containerSpec {
 
 // createContainer creates and starts one container. When the creation fails
 // after Docker made the container, it returns the ID with the error: the
-// owner then removes the container like any other, retries included.
-func (p *Pool) createContainer() (string, error) {
+// owner then removes the container like any other, retries included. On the
+// agent path it also copies the agent in when asked, attaches to it before
+// the start and waits for its hello.
+func (p *Pool) createContainer() (string, *agentConn, error) {
 	ctx, cancel := context.WithTimeout(p.createCtx, p.cfg.DockerTimeout)
 	defer cancel()
 	// The client adjusts the configs it is given (capabilities, fields of
@@ -166,15 +178,35 @@ func (p *Pool) createContainer() (string, error) {
 	cc, hc := *p.spec.config, *p.spec.host
 	resp, err := p.api.ContainerCreate(ctx, &cc, &hc, p.spec.network, nil, "")
 	if err != nil {
-		return "", fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
+		return "", nil, fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
+	}
+	var agent *agentConn
+	if a := p.cfg.agent; a != nil {
+		if p.agentTar != nil {
+			err := p.api.CopyToContainer(ctx, resp.ID, path.Dir(a.Path), bytes.NewReader(p.agentTar), container.CopyToContainerOptions{})
+			if err != nil {
+				return resp.ID, nil, fmt.Errorf("%w: copy the agent into container %s: %w", ErrAgent, shortID(resp.ID), err)
+			}
+		}
+		if agent, err = p.attachAgent(ctx, resp.ID); err != nil {
+			return resp.ID, nil, err
+		}
 	}
 	if err := p.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
-		return resp.ID, fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
+		agent.close()
+		return resp.ID, nil, fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
+	}
+	if agent != nil {
+		if err := agent.handshake(p.cfg.agent.HandshakeTimeout); err != nil {
+			agent.close()
+			return resp.ID, nil, err
+		}
 	}
 	if ctx.Err() != nil { // a forced shutdown cancelled us after the fact
-		return resp.ID, fmt.Errorf("create container: %w", ctx.Err())
+		agent.close()
+		return resp.ID, nil, fmt.Errorf("create container: %w", ctx.Err())
 	}
-	return resp.ID, nil
+	return resp.ID, agent, nil
 }
 
 // removeContainer force-removes a container: SIGKILL and removal in one call,
@@ -219,12 +251,13 @@ func (p *Pool) rename(id, prefix string) error {
 	return nil
 }
 
-// resetContainer runs the user's OnReturn hook, checks that the container is
-// still running, and, when it carries the used mark, renames it clean again.
-func (p *Pool) resetContainer(id string, marked bool) error {
+// resetContainer runs the user's OnReturn hook and the agent's reset, checks
+// that the container is still running, and, when it carries the used mark,
+// renames it clean again.
+func (p *Pool) resetContainer(id string, marked bool, agent *agentConn) error {
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 	defer cancel()
-	h := &Container{pool: p, id: id, needMark: !marked}
+	h := &Container{pool: p, id: id, needMark: !marked, agent: agent}
 	if marked {
 		h.state.Or(handleMarked)
 	}
@@ -241,10 +274,16 @@ func (p *Pool) resetContainer(id string, marked bool) error {
 			return fmt.Errorf("OnReturn: %w", err)
 		}
 	}
+	if a := p.cfg.agent; a != nil && a.ResetOnReturn && agent != nil {
+		if err := agent.reset(p.cfg.DockerTimeout, a.ResetDirs); err != nil {
+			return err
+		}
+	}
 	if err := p.checkContainer(id); err != nil {
 		return err
 	}
-	if p.cfg.OnReturn != nil && h.state.Load()&handleMarked != 0 {
+	reset := p.cfg.OnReturn != nil || (p.cfg.agent != nil && p.cfg.agent.ResetOnReturn)
+	if reset && h.state.Load()&handleMarked != 0 {
 		return p.rename(id, cleanNamePrefix) // reset: adoptable again after a crash
 	}
 	return nil

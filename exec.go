@@ -130,6 +130,9 @@ func (c *Container) ExecStream(ctx context.Context, cmd []string, stdout, stderr
 	if stderr == nil {
 		stderr = io.Discard
 	}
+	if c.agent != nil {
+		return c.agentExec(ctx, cmd, stdout, stderr, opts)
+	}
 	return c.exec(ctx, cmd, stdout, stderr, opts)
 }
 

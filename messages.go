@@ -77,7 +77,8 @@ type taskResult struct {
 	id    string // the created container, for taskCreate
 	err   error
 	at    time.Time
-	found []found // for taskReconcile
+	found []found    // for taskReconcile
+	agent *agentConn // for taskCreate on the agent path
 }
 
 // found is a container of the pool's label as the daemon lists it.

@@ -35,6 +35,7 @@ type Pool struct {
 	closer   io.Closer // the client New made, closed at the end; nil if the caller's
 	spec     containerSpec
 	instance string
+	agentTar []byte // the agent binary as CopyToContainer wants it, when Agent.Binary is set
 
 	baseCtx      context.Context // Docker work; cancelled when the owner exits
 	cancelBase   context.CancelFunc
@@ -144,6 +145,11 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 		notifierDone: make(chan struct{}),
 	}
 	p.spec = buildSpec(s, imageID, p.instance)
+	if s.agent != nil && s.agent.Binary != "" {
+		if p.agentTar, err = agentTar(s.agent.Binary, s.agent.Path); err != nil {
+			return nil, err
+		}
+	}
 	p.baseCtx, p.cancelBase = context.WithCancel(context.WithoutCancel(ctx))
 	p.createCtx, p.cancelCreate = context.WithCancel(p.baseCtx)
 	p.lanes[laneOps] = pool.New().WithMaxGoroutines(s.MaxConcurrentDockerOps)
@@ -266,6 +272,7 @@ func (p *Pool) adopt(ctx context.Context) error {
 		id      string
 		created time.Time
 		ok      bool
+		agent   *agentConn
 	}
 	verdicts := make([]verdict, len(list))
 	check := pool.New().WithMaxGoroutines(p.cfg.MaxConcurrentDockerOps)
@@ -279,12 +286,25 @@ func (p *Pool) adopt(ctx context.Context) error {
 			// No exec running either (the used mark is set before a
 			// first exec starts, so this is belt and braces).
 			verdicts[i].ok = err == nil && info.State != nil && info.State.Running && len(info.ExecIDs) == 0
+			if verdicts[i].ok && p.cfg.agent != nil {
+				// Its agent must still answer.
+				a, err := p.attachAgent(ctx, c.ID)
+				if err == nil {
+					err = a.ping(p.cfg.agent.HandshakeTimeout)
+				}
+				if err != nil {
+					a.close()
+					verdicts[i].ok = false
+					return
+				}
+				verdicts[i].agent = a
+			}
 		})
 	}
 	check.Wait()
 	now := time.Now()
 	for _, v := range verdicts {
-		s := &slot{id: v.id, created: v.created, state: stNew}
+		s := &slot{id: v.id, created: v.created, state: stNew, agent: v.agent}
 		p.core.known[v.id] = s
 		if v.ok && len(p.core.idle) < p.cfg.MaxIdle {
 			if p.cfg.MaxLifetime > 0 {

@@ -44,6 +44,8 @@ const (
 	OpInspect        Op = "inspect"
 	OpList           Op = "list"
 	OpRename         Op = "rename"
+	OpAttach         Op = "attach"
+	OpCopy           Op = "copy"
 	OpExecCreate     Op = "exec-create"
 	OpExecAttach     Op = "exec-attach"
 	OpExecInspect    Op = "exec-inspect"
@@ -420,6 +422,24 @@ func (f *Fake) ContainerList(ctx context.Context, opts container.ListOptions) ([
 		out = append(out, container.Summary{ID: c.ID, Names: []string{"/" + c.Name}, Labels: c.Labels, State: state, Created: c.Created.Unix(), Image: c.Image})
 	}
 	return out, nil
+}
+
+// ContainerAttach is not supported by the fake: the agent path is tested
+// against the real daemon.
+func (f *Fake) ContainerAttach(ctx context.Context, id string, _ container.AttachOptions) (types.HijackedResponse, error) {
+	if err := f.enter(ctx, OpAttach, id); err != nil {
+		return types.HijackedResponse{}, err
+	}
+	return types.HijackedResponse{}, errors.New("fakedocker: attach is not supported")
+}
+
+// CopyToContainer accepts and discards the content.
+func (f *Fake) CopyToContainer(ctx context.Context, id, _ string, content io.Reader, _ container.CopyToContainerOptions) error {
+	if err := f.enter(ctx, OpCopy, id); err != nil {
+		return err
+	}
+	_, err := io.Copy(io.Discard, content)
+	return err
 }
 
 func (f *Fake) ContainerRename(ctx context.Context, id, name string) error {

@@ -1,0 +1,196 @@
+// Package agentproto is the wire format between dockerpool and
+// dockerpool-agent, the small program that can run as a container's main
+// process and start commands for the pool without a Docker exec.
+//
+// The pool talks to the agent over the container's attach stream: frames go
+// to the agent's stdin and come back on its stdout (stderr carries the
+// agent's own log lines). Every frame is
+//
+//	type  uint8     one of the Type constants
+//	id    uint32    the exec (or request) it belongs to; 0 for the connection
+//	len   uint32    length of the payload, at most MaxPayload
+//	payload         len bytes: JSON for control frames, raw bytes for data
+//
+// all integers big-endian. Many execs share one connection, told apart by id;
+// the pool chooses the ids.
+//
+// A session starts with the agent sending Hello; the pool checks the version
+// and answers Hello. Then, for each command:
+//
+//	pool → agent   Exec{...}            start it
+//	pool → agent   Stdin data ... StdinEOF
+//	agent → pool   Stdout / Stderr data, as it comes
+//	pool → agent   Kill                 (on timeout or cancel)
+//	agent → pool   Exit{...}            always last for that id
+//
+// Reset asks the agent to kill every process it started and empty
+// directories; it answers ResetDone. Ping is answered by Pong.
+package agentproto
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version of the protocol. The agent announces it in Hello; the pool refuses
+// an agent of another version.
+const Version = 1
+
+// MaxPayload bounds a frame's payload. Data is sent in chunks of at most
+// this size.
+const MaxPayload = 1 << 20
+
+// HeaderSize is the size of a frame header.
+const HeaderSize = 9
+
+// Type is the kind of a frame.
+type Type uint8
+
+// Frame types. Control frames carry JSON; data frames carry bytes.
+const (
+	Hello     Type = 'H' // both ways: HelloMsg
+	Exec      Type = 'E' // pool → agent: ExecMsg
+	Stdin     Type = 'I' // pool → agent: data for the command's stdin
+	StdinEOF  Type = 'i' // pool → agent: close the command's stdin
+	Kill      Type = 'K' // pool → agent: kill the command and all it started
+	Stdout    Type = 'O' // agent → pool: data
+	Stderr    Type = 'R' // agent → pool: data
+	Exit      Type = 'X' // agent → pool: ExitMsg, the last frame of an exec
+	Reset     Type = 'Z' // pool → agent: ResetMsg
+	ResetDone Type = 'z' // agent → pool: ResetDoneMsg
+	Ping      Type = 'P' // pool → agent
+	Pong      Type = 'p' // agent → pool
+)
+
+// HelloMsg opens the session.
+type HelloMsg struct {
+	Version int    `json:"version"`
+	Agent   string `json:"agent,omitempty"` // name and build of the agent
+	PID     int    `json:"pid,omitempty"`   // the agent's PID in the container
+}
+
+// ExecMsg starts a command.
+type ExecMsg struct {
+	Argv      []string `json:"argv"`
+	Env       []string `json:"env,omitempty"`  // added to the agent's environment
+	Dir       string   `json:"dir,omitempty"`  // working directory
+	User      string   `json:"user,omitempty"` // uid[:gid] or a name from /etc/passwd
+	TimeoutMS int64    `json:"timeout_ms,omitempty"`
+	Limit     int64    `json:"limit,omitempty"` // stdout+stderr bytes; 0: none
+	Stdin     bool     `json:"stdin,omitempty"` // Stdin frames follow; else stdin is empty
+}
+
+// ExitMsg ends an exec.
+type ExitMsg struct {
+	// Code is the exit status; -1 when the command did not finish (killed on
+	// timeout, limit or Kill) or could not start.
+	Code int `json:"code"`
+	// NotFound / NotExecutable: the command could not start (127 / 126).
+	StartError string `json:"start_error,omitempty"`
+	TimedOut   bool   `json:"timed_out,omitempty"`
+	Limited    bool   `json:"limited,omitempty"` // output passed Limit
+	Killed     bool   `json:"killed,omitempty"`  // ended by Kill, timeout or limit
+	// Survivors counts processes of the command still alive after the kill
+	// (checked with a process listing). Non-zero means the agent could not
+	// clean up: the container must not be reused.
+	Survivors int    `json:"survivors,omitempty"`
+	Error     string `json:"error,omitempty"` // the agent's own failure, if any
+}
+
+// ResetMsg asks the agent to make the container clean for the next user.
+type ResetMsg struct {
+	EmptyDirs []string `json:"empty_dirs,omitempty"` // their contents are removed
+}
+
+// ResetDoneMsg reports what a reset did.
+type ResetDoneMsg struct {
+	Killed    int    `json:"killed"`    // processes killed
+	Survivors int    `json:"survivors"` // processes still alive after the kill
+	Error     string `json:"error,omitempty"`
+}
+
+// Frame is one decoded frame.
+type Frame struct {
+	Type    Type
+	ID      uint32
+	Payload []byte
+}
+
+// ErrFrameTooLarge means a header announced more than MaxPayload bytes: the
+// peer is not speaking this protocol.
+var ErrFrameTooLarge = errors.New("agentproto: frame larger than MaxPayload")
+
+// ErrUnknownType means a frame of a type this version does not know.
+var ErrUnknownType = errors.New("agentproto: unknown frame type")
+
+// Write writes one frame. It is not safe for concurrent use: callers
+// serialize writes to a connection.
+func Write(w io.Writer, t Type, id uint32, payload []byte) error {
+	if len(payload) > MaxPayload {
+		return ErrFrameTooLarge
+	}
+	var buf [HeaderSize]byte
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint32(buf[1:5], id)
+	binary.BigEndian.PutUint32(buf[5:9], uint32(len(payload)))
+	if len(payload) == 0 {
+		_, err := w.Write(buf[:])
+		return err
+	}
+	// One Write per frame keeps frames whole on a shared connection.
+	frame := make([]byte, 0, HeaderSize+len(payload))
+	frame = append(append(frame, buf[:]...), payload...)
+	_, err := w.Write(frame)
+	return err
+}
+
+// WriteJSON writes a control frame.
+func WriteJSON(w io.Writer, t Type, id uint32, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("agentproto: encode %c: %w", t, err)
+	}
+	return Write(w, t, id, b)
+}
+
+// Read reads one frame. The payload is freshly allocated.
+func Read(r io.Reader) (Frame, error) {
+	var buf [HeaderSize]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		return Frame{}, err
+	}
+	f := Frame{Type: Type(buf[0]), ID: binary.BigEndian.Uint32(buf[1:5])}
+	if !f.Type.known() {
+		return Frame{}, fmt.Errorf("%w: %q", ErrUnknownType, buf[0])
+	}
+	n := binary.BigEndian.Uint32(buf[5:9])
+	if n > MaxPayload {
+		return Frame{}, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
+	}
+	if n > 0 {
+		f.Payload = make([]byte, n)
+		if _, err := io.ReadFull(r, f.Payload); err != nil {
+			return Frame{}, fmt.Errorf("agentproto: read payload: %w", io.ErrUnexpectedEOF)
+		}
+	}
+	return f, nil
+}
+
+// Decode unmarshals a control frame's payload.
+func (f Frame) Decode(v any) error {
+	if err := json.Unmarshal(f.Payload, v); err != nil {
+		return fmt.Errorf("agentproto: decode %c frame: %w", f.Type, err)
+	}
+	return nil
+}
+
+func (t Type) known() bool {
+	switch t {
+	case Hello, Exec, Stdin, StdinEOF, Kill, Stdout, Stderr, Exit, Reset, ResetDone, Ping, Pong:
+		return true
+	}
+	return false
+}
