@@ -448,8 +448,8 @@ func (c *core) done(r taskResult) {
 				c.known[s.id] = s
 				c.startRemove(s, ReasonFailedStart)
 			}
-			if c.forced && errors.Is(r.err, context.Canceled) {
-				return // cut short by Shutdown itself: not the daemon's failure
+			if c.phase != phaseRunning {
+				return // shutting down (perhaps cutting creations short): health no longer matters
 			}
 			if r.id == "" {
 				// The daemon may have made the container and the answer got
