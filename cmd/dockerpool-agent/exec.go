@@ -1,0 +1,313 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
+)
+
+const (
+	// execIDEnv names the variable every command gets with a token unique to
+	// its exec (as on the Docker exec path), so that its processes can be
+	// recognized in /proc.
+	execIDEnv = "DOCKERPOOL_EXEC_ID"
+	// chunkSize bounds the output read at once, and so a data frame.
+	chunkSize = 32 << 10
+	// outputGrace is how long the end of the output may lag behind a kill
+	// before the agent closes the pipes itself (something it could not kill
+	// holds them).
+	outputGrace = 500 * time.Millisecond
+)
+
+// killReason says why the agent killed a command.
+type killReason int
+
+const (
+	reasonNone killReason = iota
+	reasonKill
+	reasonTimeout
+	reasonLimit
+	reasonReset
+)
+
+// execution is one command, from its Exec frame to its Exit frame.
+type execution struct {
+	a      *agent
+	id     uint32
+	serial uint64 // unique over the agent's life, unlike id
+	msg    agentproto.ExecMsg
+	token  string
+	stdin  *stdinQueue // nil: stdin is /dev/null
+
+	pid  atomic.Int64  // main process, also its process group; 0 until started
+	done chan struct{} // closed once the Exit is sent
+
+	mu       sync.Mutex
+	finished bool          // the outcome is decided: a kill is too late
+	reason   killReason    // why it is killed; reasonNone if not
+	killCh   chan struct{} // closed when reason is set
+	left     int64         // output bytes still allowed under Limit
+}
+
+// handleExec starts the exec a frame asks for.
+func (a *agent) handleExec(f agentproto.Frame) {
+	a.mu.Lock()
+	_, dup := a.execs[f.ID]
+	a.mu.Unlock()
+	if dup {
+		// Answering would give the running exec a second Exit.
+		a.log.Printf("exec %d: id already in use, frame ignored", f.ID)
+		return
+	}
+	var msg agentproto.ExecMsg
+	if err := f.Decode(&msg); err != nil {
+		a.log.Printf("exec %d: %v", f.ID, err)
+		go a.out.json(agentproto.Exit, f.ID, agentproto.ExitMsg{Code: -1, Error: err.Error()})
+		return
+	}
+	e := &execution{a: a, id: f.ID, msg: msg, token: newToken(), done: make(chan struct{}), killCh: make(chan struct{}), left: msg.Limit}
+	if msg.Stdin {
+		e.stdin = newStdinQueue()
+	}
+	a.mu.Lock()
+	a.serial++
+	e.serial = a.serial
+	a.execs[f.ID] = e
+	a.mu.Unlock()
+	go e.run()
+}
+
+// lookup returns the exec with that id, or nil.
+func (a *agent) lookup(id uint32) *execution {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.execs[id]
+}
+
+// run runs the command and sends its Exit, always exactly once and last.
+func (e *execution) run() {
+	x := e.execute()
+	a := e.a
+	a.mu.Lock()
+	delete(a.execs, e.id)
+	a.mu.Unlock()
+	if e.stdin != nil {
+		e.stdin.stop()
+	}
+	a.out.json(agentproto.Exit, e.id, x)
+	close(e.done)
+}
+
+// execute starts the command, streams its output and waits for its end: the
+// main process exited and both output pipes are closed (as with docker exec,
+// a background process that keeps them open keeps the exec open), or a kill.
+func (e *execution) execute() agentproto.ExitMsg {
+	cmd, pipes, serr := e.prepare()
+	if serr == nil {
+		serr = e.start(cmd, pipes)
+	}
+	if serr != nil {
+		pipes.closeAll()
+		e.markFinished()
+		return serr.report(e)
+	}
+
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the status is in cmd.ProcessState
+		e.a.unmain(cmd.Process.Pid)
+		close(exited)
+	}()
+	var outputs sync.WaitGroup
+	outputs.Add(2)
+	go e.pump(pipes.outR, agentproto.Stdout, &outputs)
+	go e.pump(pipes.errR, agentproto.Stderr, &outputs)
+	outDone := make(chan struct{})
+	go func() {
+		outputs.Wait()
+		close(outDone)
+	}()
+	if e.stdin != nil {
+		go e.stdin.feed(pipes.inW)
+	}
+	if e.msg.TimeoutMS > 0 {
+		t := time.AfterFunc(time.Duration(e.msg.TimeoutMS)*time.Millisecond, func() { e.kill(reasonTimeout) })
+		defer t.Stop()
+	}
+	ended := make(chan struct{})
+	go func() {
+		<-outDone
+		<-exited
+		close(ended)
+	}()
+
+	select {
+	case <-ended:
+		if e.finishNormally() {
+			return agentproto.ExitMsg{Code: exitCode(cmd.ProcessState)}
+		}
+	case <-e.killCh:
+	}
+
+	_, survivors := e.a.killExec(e)
+	grace := time.NewTimer(outputGrace)
+	defer grace.Stop()
+	select {
+	case <-ended:
+	case <-grace.C:
+		// Something holds the pipes (it survived, or it is not ours to
+		// kill): stop reading so that the Exit can go.
+		pipes.outR.Close()
+		pipes.errR.Close()
+		e.a.log.Printf("exec %d: output still open %v after the kill", e.id, outputGrace)
+		// No data frame may follow the Exit: wait for the readers, which
+		// the Close ends (unless the pool stopped reading our stdout).
+		<-outDone
+	}
+	e.markFinished()
+	e.mu.Lock()
+	reason := e.reason
+	e.mu.Unlock()
+	x := agentproto.ExitMsg{
+		Code:      -1,
+		Killed:    true,
+		TimedOut:  reason == reasonTimeout,
+		Limited:   reason == reasonLimit,
+		Survivors: survivors,
+	}
+	if reason == reasonReset {
+		x.Error = "killed by a reset"
+	}
+	return x
+}
+
+// start starts cmd and registers its PID, under the start lock (see
+// agent.startMu). The child's ends of the pipes are closed afterwards.
+func (e *execution) start(cmd *exec.Cmd, p *pipes) *startError {
+	a := e.a
+	a.startMu.RLock()
+	err := cmd.Start()
+	if err == nil {
+		pid := cmd.Process.Pid
+		e.pid.Store(int64(pid))
+		a.mu.Lock()
+		a.mains[pid] = true
+		a.mu.Unlock()
+	}
+	a.startMu.RUnlock()
+	p.closeChildEnds()
+	if err != nil {
+		return classifyStartError(e.msg.Argv[0], err, cmd.SysProcAttr.Credential != nil, e.msg.User)
+	}
+	return nil
+}
+
+// unmain forgets a main process once os/exec has reaped it.
+func (a *agent) unmain(pid int) {
+	a.mu.Lock()
+	delete(a.mains, pid)
+	a.mu.Unlock()
+}
+
+// pump streams one output pipe as data frames until EOF, enforcing Limit on
+// stdout and stderr together: exactly Limit bytes go out, then the command is
+// killed and the rest is read and dropped.
+func (e *execution) pump(f *os.File, t agentproto.Type, wg *sync.WaitGroup) {
+	defer wg.Done()
+	defer f.Close()
+	buf := make([]byte, chunkSize)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			m := e.allow(n)
+			if m > 0 {
+				e.a.out.frame(t, e.id, buf[:m])
+			}
+			if m < n {
+				e.kill(reasonLimit)
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// allow takes n bytes of output from the budget and says how many may go
+// out.
+func (e *execution) allow(n int) int {
+	if e.msg.Limit <= 0 {
+		return n
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := int64(n)
+	if m > e.left {
+		m = e.left
+	}
+	e.left -= m
+	return int(m)
+}
+
+// kill asks for the command to be killed, unless its outcome is decided
+// already or a kill was asked before (the first reason stays).
+func (e *execution) kill(r killReason) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.finished || e.reason != reasonNone {
+		return
+	}
+	e.reason = r
+	close(e.killCh)
+}
+
+// finishNormally decides that the command ended by itself, unless a kill
+// came first.
+func (e *execution) finishNormally() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.reason != reasonNone {
+		return false
+	}
+	e.finished = true
+	return true
+}
+
+func (e *execution) markFinished() {
+	e.mu.Lock()
+	e.finished = true
+	e.mu.Unlock()
+}
+
+// running reports an exec whose processes are live and its own: started,
+// outcome not decided.
+func (e *execution) running() bool {
+	if e.pid.Load() == 0 {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !e.finished
+}
+
+// exitCode is the exit status, or 128+signal for a command killed by a
+// signal, as a shell reports it.
+func exitCode(ps *os.ProcessState) int {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
+
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

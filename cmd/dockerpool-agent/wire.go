@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log"
+	"sync"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
+)
+
+// writer serializes frames on the agent's stdout: many goroutines send.
+type writer struct {
+	mu     sync.Mutex
+	w      io.Writer
+	log    *log.Logger
+	failed bool // a write failed already: later failures are not logged
+}
+
+// frame writes one frame. A failed write is logged once; the frame is lost
+// (nobody is there to read it).
+func (w *writer) frame(t agentproto.Type, id uint32, payload []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := agentproto.Write(w.w, t, id, payload); err != nil && !w.failed {
+		w.failed = true
+		if w.log != nil {
+			w.log.Printf("write to stdout: %v (frames are lost)", err)
+		}
+	}
+}
+
+// json writes a control frame.
+func (w *writer) json(t agentproto.Type, id uint32, v any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := agentproto.WriteJSON(w.w, t, id, v); err != nil && !w.failed {
+		w.failed = true
+		if w.log != nil {
+			w.log.Printf("write to stdout: %v (frames are lost)", err)
+		}
+	}
+}
+
+// knownType reports the frame types of this protocol version.
+func knownType(t agentproto.Type) bool {
+	switch t {
+	case agentproto.Hello, agentproto.Exec, agentproto.Stdin, agentproto.StdinEOF,
+		agentproto.Kill, agentproto.Stdout, agentproto.Stderr, agentproto.Exit,
+		agentproto.Reset, agentproto.ResetDone, agentproto.Ping, agentproto.Pong:
+		return true
+	}
+	return false
+}
+
+// plausibleHeader tells whether b (HeaderSize bytes) can start a frame: the
+// check of agentproto.Read.
+func plausibleHeader(b []byte) bool {
+	return knownType(agentproto.Type(b[0])) && binary.BigEndian.Uint32(b[5:9]) <= agentproto.MaxPayload
+}
+
+// likelyHeader is the stricter check used to find the next frame after
+// garbage: a type the pool sends, with a length that fits it, and a JSON
+// object for control frames (b holds the header and, for those, one byte of
+// payload).
+func likelyHeader(b []byte) bool {
+	n := binary.BigEndian.Uint32(b[5:9])
+	switch agentproto.Type(b[0]) {
+	case agentproto.StdinEOF, agentproto.Kill:
+		return n == 0
+	case agentproto.Ping:
+		return n <= 64
+	case agentproto.Stdin:
+		return n > 0 && n <= agentproto.MaxPayload
+	case agentproto.Hello, agentproto.Exec, agentproto.Reset:
+		return n >= 2 && n <= agentproto.MaxPayload && len(b) > agentproto.HeaderSize && b[agentproto.HeaderSize] == '{'
+	}
+	return false
+}
+
+// serve reads frames from r until it ends, and handles them. After garbage
+// (bytes that cannot start a frame) it looks for the next likely frame header
+// a byte at a time, so the stream resynchronizes if the garbage came between
+// frames. When r ends, the agent keeps running: its commands go on and the
+// pool may attach again later.
+func (a *agent) serve(r io.Reader) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	skipped := 0 // > 0: resynchronizing
+	for {
+		hdr, err := br.Peek(agentproto.HeaderSize)
+		if err != nil {
+			a.readEnded(err, skipped+len(hdr))
+			return
+		}
+		ok := plausibleHeader(hdr)
+		if ok && skipped > 0 {
+			if t := agentproto.Type(hdr[0]); t == agentproto.Hello || t == agentproto.Exec || t == agentproto.Reset {
+				if hdr, err = br.Peek(agentproto.HeaderSize + 1); err != nil {
+					a.readEnded(err, skipped+len(hdr))
+					return
+				}
+			}
+			ok = likelyHeader(hdr)
+		}
+		if !ok {
+			_, _ = br.Discard(1)
+			skipped++
+			continue
+		}
+		if skipped > 0 {
+			a.log.Printf("skipped %d bytes of garbage on stdin", skipped)
+			skipped = 0
+		}
+		f, err := agentproto.Read(br)
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				a.readEnded(err, 0)
+				return
+			}
+			a.log.Printf("read frame: %v", err)
+			continue
+		}
+		a.dispatch(f)
+	}
+}
+
+func (a *agent) readEnded(err error, garbage int) {
+	if garbage > 0 {
+		a.log.Printf("skipped %d bytes of garbage on stdin", garbage)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		a.log.Printf("stdin closed; still running")
+		return
+	}
+	a.log.Printf("read stdin: %v; no longer reading, still running", err)
+}
+
+// dispatch handles one frame from the pool. It does not block: the work,
+// and the answers, happen on other goroutines.
+func (a *agent) dispatch(f agentproto.Frame) {
+	switch f.Type {
+	case agentproto.Hello:
+		var h agentproto.HelloMsg
+		if err := f.Decode(&h); err != nil {
+			a.log.Printf("pool hello: %v", err)
+		} else if h.Version != agentproto.Version {
+			a.log.Printf("pool speaks protocol version %d, this agent %d", h.Version, agentproto.Version)
+		}
+	case agentproto.Exec:
+		a.handleExec(f)
+	case agentproto.Stdin:
+		if e := a.lookup(f.ID); e != nil && e.stdin != nil {
+			e.stdin.push(f.Payload)
+		}
+	case agentproto.StdinEOF:
+		if e := a.lookup(f.ID); e != nil && e.stdin != nil {
+			e.stdin.closeInput()
+		}
+	case agentproto.Kill:
+		if e := a.lookup(f.ID); e != nil {
+			e.kill(reasonKill)
+		}
+	case agentproto.Reset:
+		a.handleReset(f)
+	case agentproto.Ping:
+		// Not on this goroutine: a pool that does not read our stdout
+		// must not stop us from reading its frames.
+		go a.out.frame(agentproto.Pong, f.ID, f.Payload)
+	default:
+		a.log.Printf("unexpected %q frame from the pool (id %d)", byte(f.Type), f.ID)
+	}
+}
