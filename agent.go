@@ -112,15 +112,38 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 	}()
 	go func() {
 		defer a.readers.Done()
+		// Once the frames stop being read, writes into the pipe must fail,
+		// or the goroutine above would block there forever.
+		defer pr.Close()
 		a.read(pr)
 	}()
 	return a, nil
 }
 
+// payloads recycles the buffers of output frames: a stream of megabytes
+// passes through a few of them instead of one allocation per frame.
+var payloads = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func payloadBuf(n int) []byte {
+	bp := payloads.Get().(*[]byte)
+	if cap(*bp) < n {
+		payloads.Put(bp)
+		return make([]byte, n)
+	}
+	return (*bp)[:n]
+}
+
+func recycle(b []byte) {
+	if cap(b) >= 64<<10 {
+		b = b[:0]
+		payloads.Put(&b)
+	}
+}
+
 // read dispatches the agent's frames to the execs waiting for them.
 func (a *agentConn) read(r io.Reader) {
 	for {
-		f, err := agentproto.Read(r)
+		f, err := agentproto.ReadWith(r, payloadBuf)
 		if err != nil {
 			a.fail(fmt.Errorf("%w: session with container %s ended: %w", ErrAgent, shortID(a.container), err))
 			return
@@ -321,6 +344,13 @@ func (c *Container) agentExec(ctx context.Context, cmd []string, stdout, stderr 
 			return
 		}
 		killed, killedAt, cause = true, time.Now(), why
+		if c.state.Load()&execMask > 1 {
+			// Other commands run on this handle: the agent kills what it
+			// can attribute to this one, which cannot be proven complete
+			// (an orphan that left its group and cleared its environment
+			// within one scan). Same rule as the Docker exec path.
+			c.state.Or(handleTainted)
+		}
 		_ = a.write(agentproto.Kill, id, nil)
 	}
 	grace := time.NewTimer(time.Hour)
@@ -339,7 +369,9 @@ func (c *Container) agentExec(ctx context.Context, cmd []string, stdout, stderr 
 				if f.Type == agentproto.Stderr {
 					w = errw
 				}
-				if _, err := w.Write(f.Payload); err != nil && !killed {
+				_, err := w.Write(f.Payload)
+				recycle(f.Payload)
+				if err != nil && !killed {
 					if !lim.hit {
 						writeErr = err
 					}

@@ -154,6 +154,11 @@ func buildSpec(s settings, imageID, instance string) containerSpec {
 		cc.Cmd = nil
 		cc.OpenStdin, cc.StdinOnce, cc.Tty = true, false, false
 		cc.AttachStdin, cc.AttachStdout, cc.AttachStderr = true, true, true
+		if hc.LogConfig.Type == "" {
+			// Everything the agent writes is protocol (commands' output
+			// included): keep it out of the container's log.
+			hc.LogConfig.Type = "none"
+		}
 	}
 	cc.Labels = labels
 	hash := configHash(imageID, &cc, &hc, nc)

@@ -288,7 +288,12 @@ func (c *Container) exitCode(parent context.Context, execID string) (int, error)
 // container that is gone or stopped is marked dead on the handle, so that
 // later Execs fail at once and Return discards it.
 func (c *Container) execFailed(what string, err error) error {
-	if cerrdefs.IsNotFound(err) || cerrdefs.IsConflict(err) || strings.Contains(err.Error(), "is not running") {
+	msg := err.Error()
+	if cerrdefs.IsNotFound(err) || cerrdefs.IsConflict(err) || strings.Contains(msg, "is not running") ||
+		strings.Contains(msg, "container state improper") { // Podman's word for it
+		if c.pool.checkContainer(c.id) == nil {
+			return fmt.Errorf("dockerpool: %s: %w", what, err) // a conflict of another kind
+		}
 		c.state.Or(handleDead)
 		return fmt.Errorf("dockerpool: %s: %w: %w", what, ErrContainerDead, err)
 	}
@@ -364,7 +369,7 @@ func (c *Container) reap(token, user string, onlyToken bool) error {
 const reapScript = `mode=$1 token=$2 self=$$ main=
 read -r comm < /proc/1/comm
 case $comm in
-docker-init|tini|catatonit|dumb-init|init)
+docker-init|tini|catatonit|dumb-init|init|podman-init)
   bestt=
   for d in /proc/[0-9]*; do
     read -r st < "$d/stat" 2>/dev/null || continue
@@ -393,6 +398,31 @@ while :; do
   if [ "$i" -ge 60 ]; then echo "$left process(es) survive" >&2; exit 3; fi
   sleep 0.02 2>/dev/null || :
 done`
+
+// KillProcesses kills every process in the container but its main one (PID
+// 1, and the first child of an init) and verifies with a process listing
+// that none is left. Use it in Config.OnReturn to clear what a holder left
+// running before the container is reused:
+//
+//	OnReturn: func(ctx context.Context, c *dockerpool.Container) error {
+//		return c.KillProcesses(ctx)
+//	}
+//
+// On the agent path the agent does it. The image needs /bin/sh otherwise.
+// An error means the container cannot be vouched for.
+func (c *Container) KillProcesses(ctx context.Context) error {
+	if err := c.beginExec(); err != nil {
+		return err
+	}
+	defer c.endExec()
+	if c.agent != nil {
+		return c.agent.reset(reapBudget, nil)
+	}
+	if err := c.reap("", "", false); err != nil { // as the container's user
+		return fmt.Errorf("dockerpool: kill processes in container %s: %w", shortID(c.id), err)
+	}
+	return nil
+}
 
 func newToken() string {
 	var b [12]byte

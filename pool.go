@@ -166,8 +166,8 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 		maxLifetime:    s.MaxLifetime,
 		refillInterval: s.RefillInterval,
 		suspectIdle:    suspectIdle,
-		hasReset:       s.OnReturn != nil || s.CheckOnReturn,
-		hasHook:        s.OnReturn != nil,
+		hasReset:       s.OnReturn != nil || s.CheckOnReturn || (s.agent != nil && s.agent.ResetOnReturn),
+		hasHook:        s.OnReturn != nil || (s.agent != nil && s.agent.ResetOnReturn),
 	}, p, binary.LittleEndian.Uint64(idb[:]), s.Logger)
 
 	// Listen before listing, so that nothing dies unseen in between.
@@ -186,6 +186,9 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 
 func prepareNetwork(ctx context.Context, s settings, api dockerAPI) error {
 	name := s.Network.Name
+	if name == "none" || name == "host" {
+		return nil // network modes, not networks (Podman has no object for them)
+	}
 	_, err := api.NetworkInspect(ctx, name, network.InspectOptions{})
 	switch {
 	case err == nil:

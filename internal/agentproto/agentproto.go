@@ -158,6 +158,12 @@ func WriteJSON(w io.Writer, t Type, id uint32, v any) error {
 
 // Read reads one frame. The payload is freshly allocated.
 func Read(r io.Reader) (Frame, error) {
+	return ReadWith(r, func(n int) []byte { return make([]byte, n) })
+}
+
+// ReadWith reads one frame into a payload buffer of length n that alloc
+// returns, so that a reader can recycle buffers.
+func ReadWith(r io.Reader, alloc func(n int) []byte) (Frame, error) {
 	var buf [HeaderSize]byte
 	if _, err := io.ReadFull(r, buf[:]); err != nil {
 		return Frame{}, err
@@ -171,7 +177,7 @@ func Read(r io.Reader) (Frame, error) {
 		return Frame{}, fmt.Errorf("%w: %d bytes", ErrFrameTooLarge, n)
 	}
 	if n > 0 {
-		f.Payload = make([]byte, n)
+		f.Payload = alloc(int(n))
 		if _, err := io.ReadFull(r, f.Payload); err != nil {
 			return Frame{}, fmt.Errorf("agentproto: read payload: %w", io.ErrUnexpectedEOF)
 		}
