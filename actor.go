@@ -639,6 +639,10 @@ func (c *core) failWaiters(err error) {
 // event applies a Docker event about one of the pool's containers.
 func (c *core) event(e eventMsg, now time.Time) {
 	switch e.action {
+	case "died": // Podman
+		e.action = "die"
+	case "remove": // Podman
+		e.action = "destroy"
 	case "die", "oom", "destroy":
 	default:
 		return // kill, stop...: a die follows if they worked
@@ -654,6 +658,22 @@ func (c *core) event(e eventMsg, now time.Time) {
 		return
 	}
 	if s.state == stRemoving {
+		return
+	}
+	if e.action == "oom" {
+		// A process in the container was OOM-killed; the container may well
+		// still run. It is not reused (a die follows if it stopped).
+		switch s.state {
+		case stIdle:
+			c.removeFromIdle(s)
+			c.startRemove(s, ReasonDied)
+		case stLeased:
+			if s.handle != nil {
+				s.handle.state.Or(handleTainted)
+			}
+		default:
+			s.dead = true
+		}
 		return
 	}
 	if e.action == "die" && s.uses == 0 && now.Sub(s.created) < crashWindow && e.exitCode != "137" && e.exitCode != "143" {

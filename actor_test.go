@@ -395,12 +395,30 @@ func TestCoreMarksALeasedContainerThatDiesAndDiscardsItOnReturn(t *testing.T) {
 	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
 	h.finishAll(taskCreate)
 	c := got(t, h.acquire()).c
-	h.c.event(eventMsg{id: c.ID(), action: "oom"}, h.now)
+	h.c.event(eventMsg{id: c.ID(), action: "die", exitCode: "137"}, h.now)
 	h.step()
 	is.True(errors.Is(c.beginExec(), ErrContainerDead))
 	is.NoErr(h.release(c, false))
 	rm := h.finish(taskRemove, nil)
 	is.Equal(rm.reason, ReasonDied)
+}
+
+func TestCoreTaintsALeasedContainerWhereAProcessWasOOMKilled(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
+	h.finishAll(taskCreate)
+	c := got(t, h.acquire()).c
+	h.c.event(eventMsg{id: c.ID(), action: "oom"}, h.now) // Podman says "died" and "remove"; Docker "oom"
+	h.step()
+	is.NoErr(c.beginExec()) // the container still runs: its holder may go on
+	c.endExec()
+	is.True(c.Tainted())
+	is.NoErr(h.release(c, false))
+	is.Equal(h.finish(taskRemove, nil).reason, ReasonTainted) // but it is not reused
+	h.finishAll(taskCreate)
+	h.c.event(eventMsg{id: h.c.idle[0].id, action: "died", exitCode: "137"}, h.now)
+	h.step()
+	is.Equal(len(h.c.idle), 0) // Podman's name for die
 }
 
 func TestCoreTreatsAContainerThatExitsRightAfterItStartsAsAFailedCreation(t *testing.T) {

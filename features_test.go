@@ -171,3 +171,29 @@ func TestFeaturePullPolicyNeverAndIfNotPresentUseTheLocalImage(t *testing.T) {
 	is.True(strings.Contains(err.Error(), "pull"))
 	t.Log(err)
 }
+
+func TestFeatureKillProcessesInOnReturnClearsWhatAHolderLeftRunning(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{
+		MinIdle: 1,
+		MaxIdle: 1,
+		OnReturn: func(ctx context.Context, c *dockerpool.Container) error {
+			return c.KillProcesses(ctx)
+		},
+	})
+	ctx := bg(t)
+	c, err := p.Acquire(ctx)
+	is.NoErr(err)
+	// Ends normally, but leaves a process behind.
+	_, err = c.Exec(ctx, []string{"sh", "-c", "sleep 1030 >/dev/null 2>&1 &"})
+	is.NoErr(err)
+	is.Equal(len(strays(t, c, "sleep 1030")), 1)
+	is.NoErr(p.Return(ctx, c))
+	is.NoErr(p.WaitIdle(ctx, 1))
+	next, err := p.Acquire(ctx)
+	is.NoErr(err)
+	defer p.Return(ctx, next)
+	is.Equal(next.ID(), c.ID())
+	is.Equal(strays(t, next, "sleep 1030"), []string(nil))
+}

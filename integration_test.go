@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -63,8 +64,8 @@ func waitGone(t *testing.T, id string, within time.Duration) time.Duration {
 	select {
 	case <-okc:
 	case err := <-errc:
-		// "No such container": removed before we started waiting.
-		if !strings.Contains(err.Error(), "No such container") {
+		// Not found: removed before we started waiting.
+		if !cerrdefs.IsNotFound(err) {
 			t.Fatalf("wait for removal of %s: %v", id[:12], err)
 		}
 	}

@@ -36,6 +36,9 @@ func (p *Pool) watchEvents(since time.Time) {
 		filters.Arg("event", string(events.ActionDie)),
 		filters.Arg("event", string(events.ActionOOM)),
 		filters.Arg("event", string(events.ActionDestroy)),
+		// Podman's names for the same events.
+		filters.Arg("event", "died"),
+		filters.Arg("event", "remove"),
 	)
 	backoff := 100 * time.Millisecond
 	for attempt := 0; ctx.Err() == nil; attempt++ {
