@@ -106,7 +106,6 @@ const (
 	backoffCap     = 5 * time.Second        // longest wait between refill attempts while Docker fails
 	stallAfter     = 1 * time.Second        // Docker work outstanding this long without any result: ping the daemon
 	probeTimeout   = 1 * time.Second        // a ping slower than this counts as a failure
-	suspectIdle    = 1 * time.Second        // an idle container older than this is inspected before it is handed out
 	maxRemoveTry   = 5                      // removal attempts during Shutdown before a container is left to the final sweep
 	crashWindow    = 10 * time.Second       // a container exiting on its own this soon after it started is a failed creation
 	reconcileEvery = 30 * time.Second       // how often the pool compares its containers with the daemon's list
@@ -253,7 +252,15 @@ func (c *core) acquire(r acquireReq, now time.Time) {
 	}
 	for len(c.idle) > 0 {
 		s := c.popIdle()
-		if c.lim.suspectIdle > 0 && now.Sub(s.idleSince) >= c.lim.suspectIdle {
+		if s.agent != nil {
+			// The agent's session ends when the container does: no need to
+			// ask Docker.
+			if s.agent.broken() != nil {
+				s.dead = true
+				c.startRemove(s, ReasonDied)
+				continue
+			}
+		} else if c.lim.suspectIdle > 0 && now.Sub(s.idleSince) >= c.lim.suspectIdle {
 			// Idle long enough that it may have died unnoticed: look at it
 			// first. The caller waits in the queue and is served by the
 			// check, or by whatever comes back first.
@@ -261,7 +268,7 @@ func (c *core) acquire(r acquireReq, now time.Time) {
 			c.enqueue(task{kind: taskCheck, lane: laneAcquire, id: s.id})
 			break
 		}
-		c.lease(s, r.reply, r.start, now, false)
+		c.lease(s, r.reply, now, now, false)
 		return
 	}
 	if c.failing && len(c.checking) == 0 {
@@ -272,7 +279,7 @@ func (c *core) acquire(r acquireReq, now time.Time) {
 		}
 		return
 	}
-	w := &waiter{reply: r.reply, start: r.start}
+	w := &waiter{reply: r.reply, start: now}
 	c.waiters = append(c.waiters, w)
 	c.waiterIndex[r.reply] = w
 	c.liveWaiters++
@@ -1048,38 +1055,50 @@ func (p *Pool) run() {
 	p.ownerG.Store(goid())
 	defer p.exit()
 	c := p.core
-	ticker := time.NewTicker(p.cfg.RefillInterval)
-	defer ticker.Stop()
 	var buf []task
 	buf = p.afterMessage(time.Now(), buf)
 	for c.phase != phaseStopped {
 		select {
 		case r := <-p.acquireCh:
-			c.acquire(r, time.Now())
-		case r := <-p.cancelCh:
-			c.cancel(r, time.Now())
+			now := time.Now()
+			c.acquire(r, now)
+			buf = p.afterMessage(now, buf)
 		case r := <-p.releaseCh:
-			c.release(r, time.Now())
-		case r := <-p.statsCh:
-			c.stats(r)
-		case r := <-p.idleWaitCh:
-			c.waitIdle(r)
-		case r := <-p.idleUnwaitCh:
-			c.unwaitIdle(r)
-		case <-p.shutdownCh:
-			c.shutdown()
-		case <-p.forceCh:
-			c.force()
+			now := time.Now()
+			c.release(r, now)
+			buf = p.afterMessage(now, buf)
 		case r := <-p.resultCh:
 			c.done(r)
-		case e := <-p.eventCh:
-			c.event(e, time.Now())
-		case <-p.resyncCh:
-			c.resync(time.Now())
-		case <-ticker.C:
-			c.tick(time.Now())
+			buf = p.afterMessage(r.at, buf)
+		case m := <-p.ctrlCh:
+			now := time.Now()
+			c.control(m, now)
+			buf = p.afterMessage(now, buf)
 		}
-		buf = p.afterMessage(time.Now(), buf)
+	}
+}
+
+// control dispatches a rare request.
+func (c *core) control(m ctrlMsg, now time.Time) {
+	switch {
+	case m.cancel != nil:
+		c.cancel(*m.cancel, now)
+	case m.stats != nil:
+		c.stats(*m.stats)
+	case m.idleWait != nil:
+		c.waitIdle(*m.idleWait)
+	case m.idleUnwait != nil:
+		c.unwaitIdle(*m.idleUnwait)
+	case m.shutdown != nil:
+		c.shutdown()
+	case m.force != nil:
+		c.force()
+	case m.event != nil:
+		c.event(*m.event, now)
+	case m.resync != nil:
+		c.resync(now)
+	case m.tick:
+		c.tick(now)
 	}
 }
 

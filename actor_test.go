@@ -104,7 +104,7 @@ func (h *harness) count(kind taskKind) int {
 
 func (h *harness) acquire() chan acquireReply {
 	reply := make(chan acquireReply, 1)
-	h.c.acquire(acquireReq{reply: reply, start: h.now}, h.now)
+	h.c.acquire(acquireReq{reply: reply}, h.now)
 	h.step()
 	return reply
 }
@@ -476,6 +476,15 @@ func TestCoreChecksAContainerIdleLongEnoughToBeSuspect(t *testing.T) {
 	is.NoErr(got(t, reply).err)
 }
 
+func TestCoreHandsOutAnOldIdleContainerAtOnceWhenTheCheckIsOff(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3}) // suspectIdle 0: off
+	h.finishAll(taskCreate)
+	h.now = h.now.Add(time.Hour)
+	is.NoErr(got(t, h.acquire()).err)
+	is.Equal(h.count(taskCheck), 0)
+}
+
 func TestCoreKeepsASuspectContainerWhenOnlyTheDaemonFailedToAnswer(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t, limits{minIdle: 1, maxIdle: 3, suspectIdle: time.Second})
@@ -541,16 +550,16 @@ func TestCoreRecyclesByUsesLifetimeAndIdleTime(t *testing.T) {
 // bareTestPool is a Pool with its channels but no owner: the test reads what
 // the public methods send.
 func bareTestPool() *Pool {
-	return &Pool{
-		acquireCh:  make(chan acquireReq),
-		cancelCh:   make(chan cancelReq),
-		releaseCh:  make(chan releaseReq),
-		statsCh:    make(chan statsReq),
-		shutdownCh: make(chan shutdownReq),
-		forceCh:    make(chan forceReq),
-		closing:    make(chan struct{}),
-		done:       make(chan struct{}),
+	p := &Pool{
+		acquireCh: make(chan acquireReq),
+		releaseCh: make(chan releaseReq),
+		ctrlCh:    make(chan ctrlMsg),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 	}
+	p.acquireReplies.New = func() any { return make(chan acquireReply, 1) }
+	p.releaseReplies.New = func() any { return make(chan error, 1) }
+	return p
 }
 
 func TestAcquireSendsOneRequestAndReturnsTheReply(t *testing.T) {
@@ -578,8 +587,9 @@ func TestAcquireWhoseContextEndsSendsACancelWithItsReplyChannel(t *testing.T) {
 	}()
 	req := <-p.acquireCh
 	cancel()
-	cr := <-p.cancelCh
-	is.Equal(cr.reply, req.reply)
+	m := <-p.ctrlCh
+	is.True(m.cancel != nil)
+	is.Equal(m.cancel.reply, req.reply)
 	err := <-errc
 	is.True(errors.Is(err, context.Canceled))
 }
@@ -624,9 +634,9 @@ func TestShutdownWhoseContextEndsAsksTheOwnerToForce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Shutdown(ctx) }()
-	<-p.shutdownCh
+	is.True((<-p.ctrlCh).shutdown != nil)
 	cancel()
-	<-p.forceCh
+	is.True((<-p.ctrlCh).force != nil)
 	close(p.done)
 	is.True(errors.Is(<-errc, context.Canceled))
 }

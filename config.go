@@ -19,6 +19,7 @@ const (
 	DefaultMaxConcurrentDockerOps = 10
 	DefaultMaxConcurrentAcquire   = 10
 	DefaultDockerTimeout          = 30 * time.Second
+	DefaultCheckIdleAfter         = time.Second
 )
 
 // DefaultCmd is the main process of a pool container when neither Config.Cmd
@@ -115,6 +116,12 @@ type Config struct {
 	// DockerTimeout bounds each Docker call the pool makes in the background
 	// (create, start, remove, inspect). Default 30s.
 	DockerTimeout time.Duration
+	// CheckIdleAfter: an idle container that waited this long is inspected
+	// before it is handed out, in case it died in the few milliseconds
+	// before Docker's event reached the pool. Default 1s; a negative value
+	// turns the check off. On the agent path the check costs nothing: the
+	// agent's session says whether the container still runs.
+	CheckIdleAfter time.Duration
 	// Agent, when set, runs commands through dockerpool-agent, the
 	// container's main process, instead of Docker exec: about a millisecond
 	// per command instead of tens. Cmd is then ignored. See AgentConfig.
@@ -224,6 +231,12 @@ func resolve(cfg Config) (settings, error) {
 	}
 	if s.MaxConcurrentAcquire == 0 {
 		s.MaxConcurrentAcquire = DefaultMaxConcurrentAcquire
+	}
+	switch {
+	case s.CheckIdleAfter == 0:
+		s.CheckIdleAfter = DefaultCheckIdleAfter
+	case s.CheckIdleAfter < 0:
+		s.CheckIdleAfter = 0 // off
 	}
 	if s.DockerTimeout == 0 {
 		s.DockerTimeout = DefaultDockerTimeout

@@ -11,7 +11,6 @@ import "time"
 // waiter when the caller gives up (see cancelReq).
 type acquireReq struct {
 	reply chan acquireReply
-	start time.Time // when the caller asked, for the wait statistics
 }
 
 type acquireReply struct {
@@ -68,6 +67,21 @@ type eventMsg struct {
 // resyncMsg says the event stream was re-established: deaths may have been
 // missed while nobody listened, so the owner reconciles with the daemon.
 type resyncMsg struct{}
+
+// ctrlMsg carries the requests that are rare, so that the owner's select
+// stays short for the frequent ones (acquire, release, results): a select
+// costs per case, on every message. Exactly one field is set.
+type ctrlMsg struct {
+	cancel     *cancelReq
+	stats      *statsReq
+	idleWait   *idleWaitReq
+	idleUnwait *idleUnwaitReq
+	shutdown   *shutdownReq
+	force      *forceReq
+	event      *eventMsg
+	resync     *resyncMsg
+	tick       bool // RefillInterval passed
+}
 
 // Results of background work. Workers send exactly one per task, whatever
 // happens (a panic included).

@@ -43,18 +43,11 @@ type Pool struct {
 	cancelCreate context.CancelFunc
 
 	// Channels to the owner.
-	acquireCh    chan acquireReq
-	cancelCh     chan cancelReq
-	releaseCh    chan releaseReq
-	statsCh      chan statsReq
-	idleWaitCh   chan idleWaitReq
-	idleUnwaitCh chan idleUnwaitReq
-	shutdownCh   chan shutdownReq
-	forceCh      chan forceReq
-	resultCh     chan taskResult
-	eventCh      chan eventMsg
-	resyncCh     chan resyncMsg
-	errCh        chan error // to the goroutine that calls OnError
+	acquireCh chan acquireReq
+	releaseCh chan releaseReq
+	ctrlCh    chan ctrlMsg // the rare requests
+	resultCh  chan taskResult
+	errCh     chan error // to the goroutine that calls OnError
 
 	closing chan struct{} // closed by the owner when Shutdown starts
 	done    chan struct{} // closed when the owner and its helpers have exited
@@ -69,7 +62,14 @@ type Pool struct {
 	core  *core
 	lanes [numLanes]*pool.Pool
 
-	watcher      sync.WaitGroup // the event watcher
+	// Reply channels are recycled: each gets exactly one answer, and goes
+	// back only after its caller received it. A channel whose caller gave
+	// up (the owner may still answer on it, or read it back) is never
+	// reused.
+	acquireReplies sync.Pool // of chan acquireReply
+	releaseReplies sync.Pool // of chan error
+
+	watcher      sync.WaitGroup // the event watcher and the ticker
 	notifierDone chan struct{}  // closed when the OnError goroutine has exited
 	ownerG       atomic.Uint64  // the owner's goroutine, for debug checks
 }
@@ -124,26 +124,21 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
 	p := &Pool{
-		cfg:          s,
-		api:          api,
-		instance:     hex.EncodeToString(idb[:]),
-		acquireCh:    make(chan acquireReq),
-		cancelCh:     make(chan cancelReq),
-		releaseCh:    make(chan releaseReq),
-		statsCh:      make(chan statsReq),
-		idleWaitCh:   make(chan idleWaitReq),
-		idleUnwaitCh: make(chan idleUnwaitReq),
-		shutdownCh:   make(chan shutdownReq),
-		forceCh:      make(chan forceReq),
-		resultCh:     make(chan taskResult, s.MaxConcurrentDockerOps+s.MaxConcurrentAcquire),
-		eventCh:      make(chan eventMsg, 64),
-		resyncCh:     make(chan resyncMsg),
-		errCh:        make(chan error, 64),
-		closing:      make(chan struct{}),
-		done:         make(chan struct{}),
+		cfg:       s,
+		api:       api,
+		instance:  hex.EncodeToString(idb[:]),
+		acquireCh: make(chan acquireReq),
+		releaseCh: make(chan releaseReq),
+		ctrlCh:    make(chan ctrlMsg),
+		resultCh:  make(chan taskResult, s.MaxConcurrentDockerOps+s.MaxConcurrentAcquire+1),
+		errCh:     make(chan error, 64),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
 
 		notifierDone: make(chan struct{}),
 	}
+	p.acquireReplies.New = func() any { return make(chan acquireReply, 1) }
+	p.releaseReplies.New = func() any { return make(chan error, 1) }
 	p.spec = buildSpec(s, imageID, p.instance)
 	if s.agent != nil && s.agent.Binary != "" {
 		if p.agentTar, err = agentTar(s.agent.Binary, s.agent.Path); err != nil {
@@ -165,7 +160,7 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 		maxIdleTime:    s.MaxIdleTime,
 		maxLifetime:    s.MaxLifetime,
 		refillInterval: s.RefillInterval,
-		suspectIdle:    suspectIdle,
+		suspectIdle:    s.CheckIdleAfter,
 		hasReset:       s.OnReturn != nil || s.CheckOnReturn || (s.agent != nil && s.agent.ResetOnReturn),
 		hasHook:        s.OnReturn != nil || (s.agent != nil && s.agent.ResetOnReturn),
 	}, p, binary.LittleEndian.Uint64(idb[:]), s.Logger)
@@ -173,8 +168,9 @@ func newPool(ctx context.Context, s settings, api dockerAPI) (*Pool, error) {
 	// Listen before listing, so that nothing dies unseen in between.
 	since := time.Now().Add(-2 * time.Second)
 	go p.notifier()
-	p.watcher.Add(1)
+	p.watcher.Add(2)
 	go p.watchEvents(since)
+	go p.ticker()
 
 	if err := p.adopt(ctx); err != nil {
 		p.stopHelpers()
@@ -350,21 +346,24 @@ func (p *Pool) Acquire(ctx context.Context) (*Container, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dockerpool: acquire: %w", err)
 	}
-	req := acquireReq{reply: make(chan acquireReply, 1), start: time.Now()}
+	req := acquireReq{reply: p.acquireReplies.Get().(chan acquireReply)}
 	select {
 	case p.acquireCh <- req:
 	case <-p.closing:
+		p.acquireReplies.Put(req.reply)
 		return nil, ErrPoolShutdown
 	case <-ctx.Done():
+		p.acquireReplies.Put(req.reply)
 		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
 	}
 	select {
 	case r := <-req.reply:
+		p.acquireReplies.Put(req.reply) // answered once, now empty: reusable
 		return r.c, r.err
 	case <-ctx.Done():
 		// The owner takes back a container it may have sent meanwhile.
 		select {
-		case p.cancelCh <- cancelReq{reply: req.reply}:
+		case p.ctrlCh <- ctrlMsg{cancel: &cancelReq{reply: req.reply}}:
 		case <-p.done:
 		}
 		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
@@ -404,7 +403,7 @@ func (p *Pool) release(c *Container, remove bool) error {
 	if err != nil {
 		return err
 	}
-	req := releaseReq{c: c, remove: remove, tainted: busy, reply: make(chan error, 1)}
+	req := releaseReq{c: c, remove: remove, tainted: busy, reply: p.releaseReplies.Get().(chan error)}
 	select {
 	case p.releaseCh <- req:
 	case <-p.done:
@@ -412,6 +411,7 @@ func (p *Pool) release(c *Container, remove bool) error {
 	}
 	select {
 	case err := <-req.reply:
+		p.releaseReplies.Put(req.reply)
 		return err
 	case <-p.done:
 		return ErrPoolShutdown
@@ -431,7 +431,7 @@ func (p *Pool) release(c *Container, remove bool) error {
 func (p *Pool) Shutdown(ctx context.Context) error {
 	p.assertNotOwner()
 	select {
-	case p.shutdownCh <- shutdownReq{}:
+	case p.ctrlCh <- ctrlMsg{shutdown: &shutdownReq{}}:
 	case <-p.done:
 		return p.shutdownErr
 	}
@@ -441,7 +441,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	select {
-	case p.forceCh <- forceReq{}:
+	case p.ctrlCh <- ctrlMsg{force: &forceReq{}}:
 	case <-p.done:
 	}
 	<-p.done
@@ -460,7 +460,7 @@ func (p *Pool) Stats() Stats {
 	p.assertNotOwner()
 	req := statsReq{reply: make(chan Stats, 1)}
 	select {
-	case p.statsCh <- req:
+	case p.ctrlCh <- ctrlMsg{stats: &req}:
 	case <-p.done:
 		return p.finalStats
 	}
@@ -486,7 +486,7 @@ func (p *Pool) WaitIdle(ctx context.Context, n int) error {
 	}
 	req := idleWaitReq{n: n, reply: make(chan error, 1)}
 	select {
-	case p.idleWaitCh <- req:
+	case p.ctrlCh <- ctrlMsg{idleWait: &req}:
 	case <-p.closing:
 		return ErrPoolShutdown
 	case <-ctx.Done():
@@ -497,7 +497,7 @@ func (p *Pool) WaitIdle(ctx context.Context, n int) error {
 		return err
 	case <-ctx.Done():
 		select {
-		case p.idleUnwaitCh <- idleUnwaitReq{reply: req.reply}:
+		case p.ctrlCh <- ctrlMsg{idleUnwait: &idleUnwaitReq{reply: req.reply}}:
 		case <-p.done:
 		}
 		return fmt.Errorf("dockerpool: wait for %d idle (%d now): %w", n, p.IdleCount(), ctx.Err())

@@ -46,7 +46,7 @@ func (p *Pool) watchEvents(since time.Time) {
 		msgs, errs := p.api.Events(ctx, opts)
 		if attempt > 0 {
 			select {
-			case p.resyncCh <- resyncMsg{}:
+			case p.ctrlCh <- ctrlMsg{resync: &resyncMsg{}}:
 			case <-ctx.Done():
 				return
 			}
@@ -61,7 +61,7 @@ func (p *Pool) watchEvents(since time.Time) {
 					since = time.Unix(m.Time, 0)
 				}
 				select {
-				case p.eventCh <- eventMsg{id: m.Actor.ID, action: string(m.Action), exitCode: m.Actor.Attributes["exitCode"]}:
+				case p.ctrlCh <- ctrlMsg{event: &eventMsg{id: m.Actor.ID, action: string(m.Action), exitCode: m.Actor.Attributes["exitCode"]}}:
 				case <-ctx.Done():
 					return
 				}
@@ -89,6 +89,27 @@ func (p *Pool) watchEvents(since time.Time) {
 			return
 		}
 		backoff = min(2*backoff, backoffCap)
+	}
+}
+
+// ticker posts a tick to the owner every RefillInterval: refill, expiry,
+// retries and stall detection run on it. (As a message rather than a case of
+// the owner's select, it costs the frequent messages nothing.)
+func (p *Pool) ticker() {
+	defer p.watcher.Done()
+	t := time.NewTicker(p.cfg.RefillInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			select {
+			case p.ctrlCh <- ctrlMsg{tick: true}:
+			case <-p.baseCtx.Done():
+				return
+			}
+		case <-p.baseCtx.Done():
+			return
+		}
 	}
 }
 
