@@ -104,8 +104,8 @@ const (
 // Health and backoff.
 const (
 	backoffCap     = 5 * time.Second        // longest wait between refill attempts while Docker fails
-	stallAfter     = 1 * time.Second        // Docker work outstanding this long without any result: ping the daemon
-	probeTimeout   = 1 * time.Second        // a ping slower than this counts as a failure
+	stallAfter     = 400 * time.Millisecond // Docker work outstanding this long without any result: ping the daemon
+	probeTimeout   = 500 * time.Millisecond // a ping slower than this counts as a failure (a healthy daemon answers in milliseconds)
 	maxRemoveTry   = 5                      // removal attempts during Shutdown before a container is left to the final sweep
 	crashWindow    = 10 * time.Second       // a container exiting on its own this soon after it started is a failed creation
 	reconcileEvery = 30 * time.Second       // how often the pool compares its containers with the daemon's list
