@@ -426,8 +426,10 @@ func (p *Pool) release(c *Container, remove bool) error {
 //
 // If ctx ends first, Shutdown removes the containers still in use (their
 // handles stop working) and returns an error wrapping ctx.Err(). Either way
-// no container of the pool is left when it returns. Calling it again, from any
-// goroutine, waits for the same end.
+// no container of the pool is left when it returns: that takes the removals'
+// time after ctx ends, at most Config.DockerTimeout per call against a
+// daemon that does not answer. Calling it again, from any goroutine, waits
+// for the same end.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	p.assertNotOwner()
 	select {

@@ -27,6 +27,7 @@ const maxBurst = 100
 // session is the state of the prompt: the pool, and the containers the user
 // holds by number. Commands run one at a time, on the prompt's goroutine.
 type session struct {
+	agent   bool // commands go through dockerpool-agent
 	pool    *dockerpool.Pool
 	cli     *client.Client // for kill-idle and the final check, as a user would
 	name    string
@@ -88,6 +89,7 @@ func newSession(pool *dockerpool.Pool, cli *client.Client, o options, out io.Wri
 		maxIdle:  o.maxIdle,
 		network:  o.network,
 		timeout:  o.timeout,
+		agent:    o.agent,
 		out:      out,
 		held:     map[int]heldContainer{},
 		next:     1,

@@ -50,6 +50,25 @@ func TestDemo(t *testing.T) {
 		t.Parallel()
 		testInterrupt(t, bin)
 	})
+	t.Run("Agent", func(t *testing.T) {
+		t.Parallel()
+		testAgent(t, bin)
+	})
+}
+
+// testAgent runs commands on the agent path (-agent).
+func testAgent(t *testing.T, bin string) {
+	d := startDemo(t, bin, append(imageArgs(t, false), "-agent", "-timeout", "2s")...)
+	wantContains(t, "banner", d.expect(prompt), "commands via dockerpool-agent")
+	wantContains(t, "run echo hi", d.do("run echo hi"), "hi\n", "exit code 0")
+	wantContains(t, "run missing command", d.do("run nosuchcommand"), "exit code 127")
+	wantError(t, "exec timeout", d.do("run sleep 60"), "timed out")
+	wantContains(t, "burst", d.do("burst 10 echo x"), "burst of 10: 10 ok", " 0 errors")
+	d.send("quit")
+	if code := d.wait(); code != 0 {
+		t.Errorf("demo -agent exited with code %d after quit, want 0", code)
+	}
+	dockerpooltest.AssertClean(t, d.cli, d.name)
 }
 
 // testHelp checks -h and a bad flag; it needs no Docker daemon.
@@ -59,7 +78,7 @@ func testHelp(t *testing.T, bin string) {
 		t.Fatalf("demo -h: %v\n%s", err, out)
 	}
 	wantContains(t, "demo -h", string(out), "Usage:", "interactive prompt",
-		"-image", "-name", "-min-idle", "-max-idle", "-network", "-timeout")
+		"-image", "-name", "-min-idle", "-max-idle", "-network", "-timeout", "-agent")
 
 	out, err = exec.Command(bin, "-min-idle", "4", "-max-idle", "2").CombinedOutput()
 	if code := exitCode(err); code != 2 {

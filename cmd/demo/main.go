@@ -81,6 +81,7 @@ type options struct {
 	network string
 	timeout time.Duration
 	verbose bool
+	agent   bool
 }
 
 // terminal says which of the standard streams are terminals.
@@ -156,6 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.network, "network", "none", `network: "none" for no network, "bridge" or the name of an existing network`)
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of each command run in a container (0: none)")
 	fs.BoolVar(&o.verbose, "v", false, "log the pool's events (created, removed, adopted) to stderr")
+	fs.BoolVar(&o.agent, "agent", false, "run commands through dockerpool-agent (built now with the go command, copied into each container) instead of docker exec")
 	if err := fs.Parse(args); err != nil {
 		return o, err // the flag package has printed it, with the usage
 	}
@@ -241,6 +243,20 @@ func startPool(ctx context.Context, cli *client.Client, o options, img dockerpoo
 	if o.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if o.agent {
+		dir, err := os.MkdirTemp("", "dockerpool-demo-agent-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir) // New reads the binary; the pool keeps its own copy
+		bctx, cancel := context.WithTimeout(ctx, imageTimeout)
+		defer cancel()
+		bin, err := dockerpooltest.BuildAgent(bctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Agent = &dockerpool.AgentConfig{Binary: bin}
+	}
 	nctx, cancel := context.WithTimeout(ctx, newTimeout)
 	defer cancel()
 	return dockerpool.New(nctx, cfg)
@@ -271,8 +287,12 @@ func hint(err error, o options) string {
 
 // printBanner says what was started.
 func (s *session) printBanner() {
-	fmt.Fprintf(s.out, "pool %q: min idle %d, max idle %d, network %s, exec timeout %v\n",
-		s.name, s.minIdle, s.maxIdle, s.network, s.timeout)
+	path := "docker exec"
+	if s.agent {
+		path = "dockerpool-agent (no docker exec)"
+	}
+	fmt.Fprintf(s.out, "pool %q: min idle %d, max idle %d, network %s, exec timeout %v, commands via %s\n",
+		s.name, s.minIdle, s.maxIdle, s.network, s.timeout, path)
 	if st := s.pool.Stats(); st.Adopted > 0 {
 		fmt.Fprintf(s.out, "adopted %d idle container(s) left by an earlier run\n", st.Adopted)
 	}
