@@ -249,6 +249,7 @@ func matchLabels(f filters.Args, labels map[string]string) bool {
 
 // ---- the Docker client's method set ----------------------------------------
 
+// Ping answers as an API 1.41 daemon.
 func (f *Fake) Ping(ctx context.Context) (types.Ping, error) {
 	if err := f.enter(ctx, OpPing, ""); err != nil {
 		return types.Ping{}, err
@@ -256,6 +257,7 @@ func (f *Fake) Ping(ctx context.Context) (types.Ping, error) {
 	return types.Ping{APIVersion: "1.41"}, nil
 }
 
+// ImageInspect finds the images given to New.
 func (f *Fake) ImageInspect(ctx context.Context, name string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
 	if err := f.enter(ctx, OpImageInspect, name); err != nil {
 		return image.InspectResponse{}, err
@@ -269,6 +271,7 @@ func (f *Fake) ImageInspect(ctx context.Context, name string, _ ...client.ImageI
 	return image.InspectResponse{ID: id}, nil
 }
 
+// ImagePull always fails, in the stream as a real pull does: the fake has no registry.
 func (f *Fake) ImagePull(ctx context.Context, ref string, _ image.PullOptions) (io.ReadCloser, error) {
 	if err := f.enter(ctx, OpImagePull, ref); err != nil {
 		return nil, err
@@ -276,6 +279,7 @@ func (f *Fake) ImagePull(ctx context.Context, ref string, _ image.PullOptions) (
 	return io.NopCloser(strings.NewReader(`{"error":"pull access denied: no registry in the fake"}`)), nil
 }
 
+// NetworkInspect knows "none", "bridge" and the networks created.
 func (f *Fake) NetworkInspect(ctx context.Context, name string, _ network.InspectOptions) (network.Inspect, error) {
 	if err := f.enter(ctx, OpNetworkInspect, name); err != nil {
 		return network.Inspect{}, err
@@ -289,6 +293,7 @@ func (f *Fake) NetworkInspect(ctx context.Context, name string, _ network.Inspec
 	return network.Inspect{Name: name, Labels: labels}, nil
 }
 
+// NetworkCreate makes a network; an existing name is a conflict.
 func (f *Fake) NetworkCreate(ctx context.Context, name string, opts network.CreateOptions) (network.CreateResponse, error) {
 	if err := f.enter(ctx, OpNetworkCreate, name); err != nil {
 		return network.CreateResponse{}, err
@@ -302,6 +307,7 @@ func (f *Fake) NetworkCreate(ctx context.Context, name string, opts network.Crea
 	return network.CreateResponse{ID: name}, nil
 }
 
+// NetworkRemove deletes a network.
 func (f *Fake) NetworkRemove(ctx context.Context, name string) error {
 	if err := f.enter(ctx, OpNetworkRemove, name); err != nil {
 		return err
@@ -323,6 +329,7 @@ func (f *Fake) Network(name string) bool {
 	return ok
 }
 
+// ContainerCreate makes a stopped container of a known image.
 func (f *Fake) ContainerCreate(ctx context.Context, cfg *container.Config, _ *container.HostConfig, _ *network.NetworkingConfig, _ *ocispec.Platform, _ string) (container.CreateResponse, error) {
 	if err := f.enter(ctx, OpCreate, ""); err != nil {
 		return container.CreateResponse{}, err
@@ -341,6 +348,7 @@ func (f *Fake) ContainerCreate(ctx context.Context, cfg *container.Config, _ *co
 	return container.CreateResponse{ID: id}, nil
 }
 
+// ContainerStart marks a container running.
 func (f *Fake) ContainerStart(ctx context.Context, id string, _ container.StartOptions) error {
 	if err := f.enter(ctx, OpStart, id); err != nil {
 		return err
@@ -355,6 +363,7 @@ func (f *Fake) ContainerStart(ctx context.Context, id string, _ container.StartO
 	return nil
 }
 
+// ContainerRemove deletes a container (a running one needs Force), publishing die and destroy.
 func (f *Fake) ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error {
 	if err := f.enter(ctx, OpRemove, id); err != nil {
 		return err
@@ -377,6 +386,7 @@ func (f *Fake) ContainerRemove(ctx context.Context, id string, opts container.Re
 	return nil
 }
 
+// ContainerInspect reports state, labels and running exec IDs.
 func (f *Fake) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
 	if err := f.enter(ctx, OpInspect, id); err != nil {
 		return container.InspectResponse{}, err
@@ -401,6 +411,7 @@ func (f *Fake) ContainerInspect(ctx context.Context, id string) (container.Inspe
 	}, nil
 }
 
+// ContainerList lists containers matching the label filters (running ones unless All).
 func (f *Fake) ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error) {
 	if err := f.enter(ctx, OpList, ""); err != nil {
 		return nil, err
@@ -442,6 +453,7 @@ func (f *Fake) CopyToContainer(ctx context.Context, id, _ string, content io.Rea
 	return err
 }
 
+// ContainerRename renames a container.
 func (f *Fake) ContainerRename(ctx context.Context, id, name string) error {
 	if err := f.enter(ctx, OpRename, id); err != nil {
 		return err
@@ -456,6 +468,7 @@ func (f *Fake) ContainerRename(ctx context.Context, id, name string) error {
 	return nil
 }
 
+// ContainerExecCreate records an exec in a running container.
 func (f *Fake) ContainerExecCreate(ctx context.Context, id string, opts container.ExecOptions) (container.ExecCreateResponse, error) {
 	if err := f.enter(ctx, OpExecCreate, id); err != nil {
 		return container.ExecCreateResponse{}, err
@@ -513,6 +526,7 @@ func (f *Fake) serveExec(e *execRec, conn net.Conn) {
 	f.mu.Unlock()
 }
 
+// ContainerExecInspect reports whether an exec runs and its exit code.
 func (f *Fake) ContainerExecInspect(ctx context.Context, eid string) (container.ExecInspect, error) {
 	if err := f.enter(ctx, OpExecInspect, eid); err != nil {
 		return container.ExecInspect{}, err
