@@ -77,6 +77,7 @@ type model struct {
 	eventsBroken bool // until time passes, the pool may not know of deaths
 	released     []*Container
 	goneHeld     map[string]bool // held containers deleted behind the pool's back
+	uses         map[string]int  // hand-outs per container, against MaxUses
 }
 
 func newModel(rt *rapid.T) *model {
@@ -92,7 +93,7 @@ func newModel(rt *rapid.T) *model {
 		MaxLifetime:            rapid.SampledFrom([]time.Duration{0, 20 * time.Second}).Draw(rt, "maxLifetime"),
 		DockerTimeout:          10 * time.Second,
 	}
-	m := &model{f: fakedocker.New(fakeImage), cfg: cfg, ids: map[string]bool{}, goneHeld: map[string]bool{}, rnd: rand.New(rand.NewPCG(1, 2))}
+	m := &model{f: fakedocker.New(fakeImage), cfg: cfg, ids: map[string]bool{}, goneHeld: map[string]bool{}, uses: map[string]int{}, rnd: rand.New(rand.NewPCG(1, 2))}
 	m.f.Hook = m.hook
 	s, err := resolve(testConfig(cfg))
 	if err != nil {
@@ -154,6 +155,10 @@ func (m *model) step(rt *rapid.T) {
 		}
 		if m.ids[c.ID()] {
 			rt.Fatalf("container %s handed to a second holder", c.ID())
+		}
+		m.uses[c.ID()]++
+		if m.cfg.MaxUses > 0 && m.uses[c.ID()] > m.cfg.MaxUses {
+			rt.Fatalf("container %s handed out %d times, MaxUses %d", c.ID(), m.uses[c.ID()], m.cfg.MaxUses)
 		}
 		m.ids[c.ID()] = true
 		m.held = append(m.held, c)
