@@ -350,7 +350,12 @@ func (f *Fake) ContainerCreate(ctx context.Context, cfg *container.Config, _ *co
 
 // ContainerStart marks a container running.
 func (f *Fake) ContainerStart(ctx context.Context, id string, _ container.StartOptions) error {
-	if err := f.enter(ctx, OpStart, id); err != nil {
+	return f.update(ctx, OpStart, id, func(c *Container) { c.Running = true })
+}
+
+// update runs a call that changes one container.
+func (f *Fake) update(ctx context.Context, op Op, id string, change func(*Container)) error {
+	if err := f.enter(ctx, op, id); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -359,7 +364,7 @@ func (f *Fake) ContainerStart(ctx context.Context, id string, _ container.StartO
 	if !ok {
 		return notFound("container", id)
 	}
-	c.Running = true
+	change(c)
 	return nil
 }
 
@@ -455,17 +460,7 @@ func (f *Fake) CopyToContainer(ctx context.Context, id, _ string, content io.Rea
 
 // ContainerRename renames a container.
 func (f *Fake) ContainerRename(ctx context.Context, id, name string) error {
-	if err := f.enter(ctx, OpRename, id); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.containers[id]
-	if !ok {
-		return notFound("container", id)
-	}
-	c.Name = name
-	return nil
+	return f.update(ctx, OpRename, id, func(c *Container) { c.Name = name })
 }
 
 // ContainerExecCreate records an exec in a running container.
