@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -271,21 +272,11 @@ func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
 }
 
 func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {
-	var buf bytes.Buffer
-	if err := agentproto.WriteJSON(&buf, t, id, v); err != nil {
-		return err
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%w: encode %c: %w", ErrAgent, t, err)
 	}
-	a.wmu.Lock()
-	defer a.wmu.Unlock()
-	if err := a.broken(); err != nil {
-		return err
-	}
-	if _, err := a.att.Conn.Write(buf.Bytes()); err != nil {
-		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
-		a.fail(err)
-		return err
-	}
-	return nil
+	return a.write(t, id, payload)
 }
 
 // agentExec runs a command through the agent. It keeps the promises of
