@@ -199,7 +199,7 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 		if ctx.Err() != nil {
 			cause = fmt.Errorf("dockerpool: %s: %w", what, context.Cause(ctx))
 		}
-		return -1, c.abandon(cause, token, opts.User)
+		return -1, c.abandon(cause, created.ID, token, opts.User)
 	}
 	defer att.Close()
 	// Reads on a hijacked connection ignore ctx: closing it is what unblocks
@@ -244,14 +244,14 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 		default:
 			err = fmt.Errorf("dockerpool: %s: %w", what, cause)
 		}
-		return -1, c.abandon(err, token, opts.User)
+		return -1, c.abandon(err, created.ID, token, opts.User)
 	}
 
 	code, err := c.exitCode(parent, created.ID)
 	if err != nil {
 		// The output ended but the command did not, or Docker cannot say:
 		// the stream was cut. Clean up as after a timeout.
-		return -1, c.abandon(fmt.Errorf("dockerpool: %s: %w", what, err), token, opts.User)
+		return -1, c.abandon(fmt.Errorf("dockerpool: %s: %w", what, err), created.ID, token, opts.User)
 	}
 	if code, err = sniff.finish(code, errw); err != nil {
 		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
@@ -303,9 +303,16 @@ func (c *Container) execFailed(what string, err error) error {
 // abandon is called when a command did not end by itself: it kills what the
 // command left and verifies it, or taints the handle. It returns err, noting
 // the taint.
-func (c *Container) abandon(err error, token, user string) error {
+func (c *Container) abandon(err error, execID, token, user string) error {
 	if c.state.Load()&handleDead != 0 {
 		return err
+	}
+	// The start of an exec is asynchronous: runc may still be creating the
+	// process. A kill before it exists would verify nothing, and the
+	// command would start afterwards. Wait until Docker reports its PID.
+	if serr := c.waitStarted(execID); serr != nil {
+		c.state.Or(handleTainted)
+		return fmt.Errorf("%w (container tainted, it will be removed on Return: %v)", err, serr)
 	}
 	others := int(c.state.Load()&execMask) - 1
 	if rerr := c.reap(token, user, others > 0); rerr != nil {
@@ -313,6 +320,30 @@ func (c *Container) abandon(err error, token, user string) error {
 		return fmt.Errorf("%w (container tainted, it will be removed on Return: %v)", err, rerr)
 	}
 	return err
+}
+
+// waitStarted waits until Docker reports that the exec's process started.
+func (c *Container) waitStarted(execID string) error {
+	ctx, cancel := context.WithTimeout(c.pool.baseCtx, reapBudget)
+	defer cancel()
+	wait := time.Millisecond
+	for {
+		info, err := c.pool.api.ContainerExecInspect(ctx, execID)
+		if err != nil {
+			return fmt.Errorf("inspect exec: %w", err)
+		}
+		if info.Pid != 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return errors.New("the command's process was not reported started: cannot vouch for what it may run")
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
 }
 
 // reap kills the processes a command left and checks that none survived.

@@ -68,6 +68,7 @@ type execRec struct {
 	cmd       []string
 	exitCode  int
 	running   bool
+	pid       int // set once started
 }
 
 // Fake is an in-memory Docker daemon. The zero value is not usable; call New.
@@ -493,7 +494,8 @@ func (f *Fake) ContainerExecAttach(ctx context.Context, eid string, _ container.
 	f.mu.Lock()
 	e, ok := f.execs[eid]
 	if ok {
-		e.running = true
+		f.seq++
+		e.running, e.pid = true, f.seq
 	}
 	f.mu.Unlock()
 	if !ok {
@@ -532,7 +534,7 @@ func (f *Fake) ContainerExecInspect(ctx context.Context, eid string) (container.
 	if !ok {
 		return container.ExecInspect{}, notFound("exec", eid)
 	}
-	return container.ExecInspect{ExecID: eid, ContainerID: e.container, Running: e.running, ExitCode: e.exitCode}, nil
+	return container.ExecInspect{ExecID: eid, ContainerID: e.container, Running: e.running, ExitCode: e.exitCode, Pid: e.pid}, nil
 }
 
 // Events subscribes to container events matching the options' label and
