@@ -311,38 +311,42 @@ func TestExecStreamWritesOutputAsItArrives(t *testing.T) {
 }
 
 func TestExecStreamPassesMegabytesWithoutHoldingThem(t *testing.T) {
-	onEachPath(t, func(t *testing.T, path execPath) {
-		is := is.New(t)
-		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1}))
-		c := held(t, p)
-		const size = 64 << 20
-		// Every 8 MiB, the live heap (after a collection) is sampled: what
-		// the pool holds, not garbage waiting for the collector.
-		var n atomic.Int64
-		var peak uint64
-		var ms runtime.MemStats
-		w := writerFunc(func(b []byte) (int, error) {
-			if n.Add(int64(len(b)))%(8<<20) < int64(len(b)) {
-				runtime.GC()
-				runtime.ReadMemStats(&ms)
-				peak = max(peak, ms.HeapAlloc)
-			}
-			return len(b), nil
+	// Not parallel: the heap measured is the whole process's, and Go runs
+	// non-parallel tests alone.
+	for _, path := range execPaths {
+		t.Run(path.name, func(t *testing.T) {
+			is := is.New(t)
+			p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1}))
+			c := held(t, p)
+			const size = 64 << 20
+			// Every 8 MiB, the live heap (after a collection) is sampled: what
+			// the pool holds, not garbage waiting for the collector.
+			var n atomic.Int64
+			var peak uint64
+			var ms runtime.MemStats
+			w := writerFunc(func(b []byte) (int, error) {
+				if n.Add(int64(len(b)))%(8<<20) < int64(len(b)) {
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					peak = max(peak, ms.HeapAlloc)
+				}
+				return len(b), nil
+			})
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			base := ms.HeapAlloc
+			code, err := c.ExecStream(bg(t), []string{"head", "-c", fmt.Sprint(size), "/dev/zero"}, w, nil, dockerpool.ExecOptions{})
+			is.NoErr(err)
+			is.Equal(code, 0)
+			is.Equal(n.Load(), int64(size))
+			t.Logf("live heap grew by at most %d KiB while streaming %d MiB", (peak-min(peak, base))>>10, size>>20)
+			is.True(peak < base+16<<20) // other tests run in parallel: a generous bound, far below 64 MiB
+			// Nil writers discard.
+			code, err = c.ExecStream(bg(t), []string{"sh", "-c", "echo x; echo y >&2; exit 4"}, nil, nil, dockerpool.ExecOptions{})
+			is.NoErr(err)
+			is.Equal(code, 4)
 		})
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		base := ms.HeapAlloc
-		code, err := c.ExecStream(bg(t), []string{"head", "-c", fmt.Sprint(size), "/dev/zero"}, w, nil, dockerpool.ExecOptions{})
-		is.NoErr(err)
-		is.Equal(code, 0)
-		is.Equal(n.Load(), int64(size))
-		t.Logf("live heap grew by at most %d KiB while streaming %d MiB", (peak-min(peak, base))>>10, size>>20)
-		is.True(peak < base+16<<20) // other tests run in parallel: a generous bound, far below 64 MiB
-		// Nil writers discard.
-		code, err = c.ExecStream(bg(t), []string{"sh", "-c", "echo x; echo y >&2; exit 4"}, nil, nil, dockerpool.ExecOptions{})
-		is.NoErr(err)
-		is.Equal(code, 4)
-	})
+	}
 }
 
 func TestExecReportsTheRealExitCodeEveryTime(t *testing.T) {

@@ -54,22 +54,41 @@ func inspect(t *testing.T, id string) (container.InspectResponse, bool) {
 	return info, true
 }
 
-// waitGone waits, on Docker's own signal, until the container is removed.
+// waitGone waits until the container is removed. Docker's ContainerWait for
+// the removed condition is the signal, but on Docker 20.10 it can miss a
+// removal that completes while the wait is being set up and never return; an
+// inspect every 100ms settles it then.
 func waitGone(t *testing.T, id string, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	okc, errc := dockerpooltest.Client(t).ContainerWait(ctx, id, container.WaitConditionRemoved)
-	select {
-	case <-okc:
-	case err := <-errc:
-		// Not found: removed before we started waiting.
-		if !cerrdefs.IsNotFound(err) {
-			t.Fatalf("wait for removal of %s: %v", id[:12], err)
+	cli := dockerpooltest.Client(t)
+	okc, errc := cli.ContainerWait(ctx, id, container.WaitConditionRemoved)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-okc:
+			return time.Since(start)
+		case err := <-errc:
+			// Not found: removed before we started waiting.
+			if !cerrdefs.IsNotFound(err) {
+				t.Fatalf("wait for removal of %s: %v", id[:12], err)
+			}
+			return time.Since(start)
+		case <-tick.C:
+			if _, err := cli.ContainerInspect(ctx, id); cerrdefs.IsNotFound(err) {
+				took := time.Since(start)
+				cancel() // the wait's goroutine answers once: take it
+				select {
+				case <-okc:
+				case <-errc:
+				}
+				return took
+			}
 		}
 	}
-	return time.Since(start)
 }
 
 func TestIntegrationAcquireExecReturnOnTheRealDaemon(t *testing.T) {
