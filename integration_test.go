@@ -523,8 +523,16 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 	waitGone(t, returnedID, 10*time.Second)
 	// Everything else of the label went; the adopted ones stayed.
 	for _, c := range left {
+		if c.ID == usedID || c.ID == returnedID {
+			continue // waited for above
+		}
 		if !clean[c.ID] {
-			waitGone(t, c.ID, 10*time.Second)
+			// A creation the crashed process had in flight: the daemon may
+			// still be finishing its start, which a removal waits for. The
+			// pool retries; Shutdown's sweep below is the final word.
+			if took := waitGone(t, c.ID, 45*time.Second); took > 2*time.Second {
+				t.Logf("container %s (%s when listed) took %v to go", c.ID[:12], c.State, took)
+			}
 		} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
 			t.Errorf("adopted container %s is gone", c.ID[:12])
 		}
