@@ -33,90 +33,54 @@ func benchNoDebug(b *testing.B) {
 	b.Cleanup(func() { debugChecks = old })
 }
 
-// benchCore returns a bare core with two idle containers and MinIdle 1, so
-// that taking one does not start a refill: the steady state of a warm pool.
-func benchCore(b *testing.B) (*core, time.Time) {
-	c := newCore(limits{
+// benchCore returns a harness whose core has two idle containers and
+// MinIdle 1, so that taking one does not start a refill: the steady state of
+// a warm pool.
+func benchCore(b *testing.B) *harness {
+	h := newHarness(b, limits{
 		minIdle: 1, maxIdle: 2,
 		workers:        [numLanes]int{DefaultMaxConcurrentDockerOps, DefaultMaxConcurrentAcquire},
 		refillInterval: DefaultRefillInterval,
 		suspectIdle:    DefaultCheckIdleAfter,
-	}, nil, 1, nil)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	var buf []task
-	seq := 0
-	// step does what the owner does after each message; it plays the
-	// workers by finishing every creation at once.
-	step := func() {
-		for {
-			benchStep(c, now, &buf)
-			if len(buf) == 0 {
-				return
-			}
-			for _, t := range buf {
-				if t.kind != taskCreate {
-					b.Fatalf("unexpected task %v", t.kind)
-				}
-				seq++
-				c.done(taskResult{task: t, id: string(rune('a' + seq)), at: now})
-			}
-		}
+	})
+	h.finishAll(taskCreate) // one container idle
+	c := mustReceive(b, h.acquire()).c
+	h.finishAll(taskCreate) // the refill makes a second one
+	if err := h.release(c, false); err != nil || len(h.c.idle) != 2 {
+		b.Fatalf("setup: %v, %d idle", err, len(h.c.idle))
 	}
-	step() // one container idle
-	reply := make(chan acquireReply, 1)
-	c.acquire(acquireReq{reply: reply}, now)
-	step() // the refill makes a second one
-	h := mustReceive(b, reply).c
-	_, _ = h.markReleased()
-	rel := make(chan error, 1)
-	c.release(releaseReq{c: h, reply: rel}, now)
-	step()
-	if err := mustReceive(b, rel); err != nil || len(c.idle) != 2 {
-		b.Fatalf("setup: %v, %d idle", err, len(c.idle))
-	}
-	return c, now
+	return h
 }
 
-// benchStep does what the owner does after each message (as the tests'
-// harness does): balance, send the replies, start the work that may start.
-func benchStep(c *core, now time.Time, buf *[]task) {
-	c.balance(now)
-	c.flush()
-	c.takeEffects()
-	*buf = c.next((*buf)[:0], now)
-}
-
-// mustReceive takes the reply the core must have sent already.
+// mustReceive takes the reply the owner must have sent already.
 func mustReceive[T any](b *testing.B, ch chan T) T {
 	select {
 	case v := <-ch:
 		return v
 	default:
-		b.Fatal("the core sent no reply")
+		b.Fatal("the owner sent no reply")
 		panic("unreachable")
 	}
 }
 
-// BenchmarkCoreAcquireReturn measures the pure core: an acquire and a
-// release message and the balance after each, with no goroutine, channel
-// hand-off or Docker call. It is the part of a pool round trip that the
-// owner spends on its own state.
+// BenchmarkCoreAcquireReturn measures the core as the owner drives it: an
+// acquire and a release message through owner.handle (step, balance, the
+// effects carried out), with no goroutine hand-off or Docker call. It is the
+// part of a pool round trip that the owner spends on its own.
 func BenchmarkCoreAcquireReturn(b *testing.B) {
-	c, now := benchCore(b)
+	benchNoDebug(b)
+	h := benchCore(b)
 	reply := make(chan acquireReply, 1)
 	rel := make(chan error, 1)
-	var buf []task
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		c.acquire(acquireReq{reply: reply}, now)
-		benchStep(c, now, &buf)
-		h := mustReceive(b, reply).c
-		_, _ = h.markReleased()
-		c.release(releaseReq{c: h, reply: rel}, now)
-		benchStep(c, now, &buf)
-		if err := mustReceive(b, rel); err != nil || len(buf) != 0 {
-			b.Fatalf("release: %v, %d tasks", err, len(buf))
+		h.send(acquireReq{reply: reply})
+		c := mustReceive(b, reply).c
+		state, _ := c.markReleased()
+		h.send(c.releaseReq(state, false, rel))
+		if err := mustReceive(b, rel); err != nil || len(h.running) != 0 {
+			b.Fatalf("release: %v, %d tasks", err, len(h.running))
 		}
 	}
 }
@@ -153,17 +117,14 @@ func benchPool(b *testing.B, minIdle int) *Pool {
 	b.Helper()
 	benchNoDebug(b)
 	const image = "busybox:bench"
-	s, err := resolve(Config{
+	p, err := New(context.Background(), Config{
 		Name:    "bench",
 		Network: NetworkConfig{Name: "none"},
 		Image:   ImageConfig{Name: image},
 		MinIdle: minIdle, MaxIdle: 2 * minIdle,
 		OnError: func(err error) { b.Logf("pool: %v", err) },
+		Client:  fakedocker.New(image),
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p, err := newPool(context.Background(), s, fakedocker.New(image))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -266,8 +227,7 @@ var benchChunk = bytes.Repeat([]byte("0123456789abcdef"), 2048) // 32 KiB
 func BenchmarkLimitedWriter(b *testing.B) {
 	b.SetBytes(int64(len(benchChunk)))
 	b.ReportAllocs()
-	lim := &limiter{on: true, left: 1 << 62}
-	w := &limitedWriter{l: lim, w: io.Discard}
+	w := newLimiter(1 << 62).wrap(io.Discard)
 	for range b.N {
 		if _, err := w.Write(benchChunk); err != nil {
 			b.Fatal(err)
@@ -280,14 +240,14 @@ func BenchmarkLimitedWriter(b *testing.B) {
 func BenchmarkOCISniffer(b *testing.B) {
 	b.SetBytes(int64(len(benchChunk)))
 	b.ReportAllocs()
-	lim := &limiter{}
-	s := &ociSniffer{w: &limitedWriter{l: lim, w: io.Discard}}
+	s := &ociSniffer{w: newLimiter(0).wrap(io.Discard)}
 	for range b.N {
 		if _, err := s.Write(benchChunk); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if _, err := s.finish(0, io.Discard); err != nil {
+	code := 0
+	if err := s.finish(&code, io.Discard); err != nil {
 		b.Fatal(err)
 	}
 }

@@ -1,14 +1,15 @@
 package dockerpool
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log"
 	"log/slog"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -22,10 +23,11 @@ const (
 	DefaultCheckIdleAfter         = time.Second
 )
 
-// DefaultCmd is the main process of a pool container when neither Config.Cmd
-// nor Config.ContainerConfig.Cmd is set: it keeps the container running and
-// idle until the pool removes it.
-var DefaultCmd = []string{"sleep", "infinity"}
+// DefaultCmd returns the main process of a pool container when neither
+// Config.Cmd nor Config.ContainerConfig.Cmd is set, ["sleep", "infinity"]: it
+// keeps the container running and idle until the pool removes it. Each call
+// returns a new slice.
+func DefaultCmd() []string { return []string{"sleep", "infinity"} }
 
 // Config describes a pool. Name, Network.Name and Image.Name are required;
 // every other field has a default, applied by New when the field is zero.
@@ -42,7 +44,7 @@ type Config struct {
 	// Image is the image the containers run.
 	Image ImageConfig
 
-	// Cmd is the containers' main process. Default: DefaultCmd
+	// Cmd is the containers' main process. Default: DefaultCmd()
 	// (sleep infinity). Commands are run beside it with Exec.
 	Cmd []string
 
@@ -80,8 +82,8 @@ type Config struct {
 	// time, and may call the pool. Default: the standard logger.
 	OnError func(error)
 
-	// Fields below are not in the reference API; their zero value keeps its
-	// behaviour.
+	// The fields below go beyond what every pool needs; their zero value
+	// turns them off or picks the default.
 
 	// MaxSize caps all containers of the pool: idle, in use and being
 	// created. At the cap, Acquire waits in FIFO order for a container to be
@@ -110,9 +112,12 @@ type Config struct {
 	// Logger receives structured events: containers created, removed (with
 	// the reason), adopted, and refill backoff. Default: none.
 	Logger *slog.Logger
-	// Client is the Docker client to use. Default: one made with
-	// client.FromEnv and API version negotiation, closed by Shutdown.
-	Client *client.Client
+	// Client is how the pool reaches Docker: a *client.Client of
+	// github.com/docker/docker/client, or any DockerAPI (a wrapper of your
+	// own, a fake for tests). Default: a client made with client.FromEnv and
+	// API version negotiation, closed by Shutdown. A Client you pass in is
+	// yours to close, after Shutdown.
+	Client DockerAPI
 	// DockerTimeout bounds each Docker call the pool makes in the background
 	// (create, start, remove, inspect). Default 30s.
 	DockerTimeout time.Duration
@@ -179,73 +184,16 @@ type settings struct {
 
 // resolve validates cfg and applies the defaults.
 func resolve(cfg Config) (settings, error) {
-	if cfg.Name == "" {
-		return settings{}, ErrPoolNameRequired
-	}
-	if cfg.Network.Name == "" {
-		return settings{}, ErrNetworkNameRequired
-	}
-	if cfg.Image.Name == "" {
-		return settings{}, ErrImageRequired
-	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"MinIdle", int64(cfg.MinIdle)},
-		{"MaxIdle", int64(cfg.MaxIdle)},
-		{"RefillInterval", int64(cfg.RefillInterval)},
-		{"MaxConcurrentDockerOps", int64(cfg.MaxConcurrentDockerOps)},
-		{"MaxConcurrentAcquire", int64(cfg.MaxConcurrentAcquire)},
-		{"MaxSize", int64(cfg.MaxSize)},
-		{"MaxUses", int64(cfg.MaxUses)},
-		{"MaxIdleTime", int64(cfg.MaxIdleTime)},
-		{"MaxLifetime", int64(cfg.MaxLifetime)},
-		{"DockerTimeout", int64(cfg.DockerTimeout)},
-	} {
-		if f.v < 0 {
-			return settings{}, fmt.Errorf("%w: %s is negative (%d)", ErrInvalidConfig, f.name, f.v)
-		}
+	if err := validate(cfg); err != nil {
+		return settings{}, err
 	}
 	s := settings{Config: cfg}
-	if len(s.Cmd) == 0 {
-		s.Cmd = DefaultCmd
-	}
-	if s.MinIdle == 0 {
-		s.MinIdle = DefaultMinIdle
-	}
-	if s.MaxIdle == 0 {
-		s.MaxIdle = max(DefaultMaxIdle, s.MinIdle)
-	}
+	s.applyDefaults()
 	if s.MinIdle > s.MaxIdle {
 		return settings{}, fmt.Errorf("%w: MinIdle (%d) is above MaxIdle (%d)", ErrInvalidConfig, s.MinIdle, s.MaxIdle)
 	}
 	if s.MaxSize > 0 && s.MinIdle > s.MaxSize {
 		return settings{}, fmt.Errorf("%w: MinIdle (%d) is above MaxSize (%d)", ErrInvalidConfig, s.MinIdle, s.MaxSize)
-	}
-	if s.RefillInterval == 0 {
-		s.RefillInterval = DefaultRefillInterval
-	}
-	if s.MaxConcurrentDockerOps == 0 {
-		s.MaxConcurrentDockerOps = DefaultMaxConcurrentDockerOps
-	}
-	if s.MaxConcurrentAcquire == 0 {
-		s.MaxConcurrentAcquire = DefaultMaxConcurrentAcquire
-	}
-	switch {
-	case s.CheckIdleAfter == 0:
-		s.CheckIdleAfter = DefaultCheckIdleAfter
-	case s.CheckIdleAfter < 0:
-		s.CheckIdleAfter = 0 // off
-	}
-	if s.DockerTimeout == 0 {
-		s.DockerTimeout = DefaultDockerTimeout
-	}
-	if s.Network.Driver == "" {
-		s.Network.Driver = "bridge"
-	}
-	if s.OnError == nil {
-		s.OnError = func(err error) { log.Printf("dockerpool %s: %v", cfg.Name, err) }
 	}
 	if cfg.Agent != nil {
 		a := *cfg.Agent
@@ -272,4 +220,86 @@ func resolve(cfg Config) (settings, error) {
 		return settings{}, fmt.Errorf("%w: unknown Image.PullPolicy %q", ErrInvalidConfig, s.Image.PullPolicy)
 	}
 	return s, nil
+}
+
+// validate checks the fields that have no default.
+func validate(cfg Config) error {
+	switch {
+	case cfg.Name == "":
+		return ErrPoolNameRequired
+	case cfg.Network.Name == "":
+		return ErrNetworkNameRequired
+	case cfg.Image.Name == "":
+		return ErrImageRequired
+	}
+	if _, err := reference.ParseAnyReference(cfg.Image.Name); err != nil {
+		return fmt.Errorf("%w: Image.Name %q is not an image reference: %w", ErrInvalidConfig, cfg.Image.Name, err)
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MinIdle", int64(cfg.MinIdle)},
+		{"MaxIdle", int64(cfg.MaxIdle)},
+		{"RefillInterval", int64(cfg.RefillInterval)},
+		{"MaxConcurrentDockerOps", int64(cfg.MaxConcurrentDockerOps)},
+		{"MaxConcurrentAcquire", int64(cfg.MaxConcurrentAcquire)},
+		{"MaxSize", int64(cfg.MaxSize)},
+		{"MaxUses", int64(cfg.MaxUses)},
+		{"MaxIdleTime", int64(cfg.MaxIdleTime)},
+		{"MaxLifetime", int64(cfg.MaxLifetime)},
+		{"DockerTimeout", int64(cfg.DockerTimeout)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%w: %s is negative (%d)", ErrInvalidConfig, f.name, f.v)
+		}
+	}
+	return nil
+}
+
+// applyDefaults fills the zero fields that have a default.
+func (s *settings) applyDefaults() {
+	if len(s.Cmd) == 0 {
+		s.Cmd = DefaultCmd()
+	}
+	if s.MinIdle == 0 {
+		s.MinIdle = DefaultMinIdle
+	}
+	if s.MaxIdle == 0 {
+		s.MaxIdle = max(DefaultMaxIdle, s.MinIdle)
+	}
+	s.RefillInterval = cmp.Or(s.RefillInterval, DefaultRefillInterval)
+	s.MaxConcurrentDockerOps = cmp.Or(s.MaxConcurrentDockerOps, DefaultMaxConcurrentDockerOps)
+	s.MaxConcurrentAcquire = cmp.Or(s.MaxConcurrentAcquire, DefaultMaxConcurrentAcquire)
+	s.DockerTimeout = cmp.Or(s.DockerTimeout, DefaultDockerTimeout)
+	switch {
+	case s.CheckIdleAfter == 0:
+		s.CheckIdleAfter = DefaultCheckIdleAfter
+	case s.CheckIdleAfter < 0:
+		s.CheckIdleAfter = 0 // off
+	}
+	s.Network.Driver = cmp.Or(s.Network.Driver, "bridge")
+	if s.OnError == nil {
+		name := s.Name
+		s.OnError = func(err error) { log.Printf("dockerpool %s: %v", name, err) }
+	}
+}
+
+// limits are the settings of the core.
+func (s settings) limits(resetCleans bool) limits {
+	return limits{
+		minIdle:        s.MinIdle,
+		maxIdle:        s.MaxIdle,
+		maxSize:        s.MaxSize,
+		workers:        [numLanes]int{s.MaxConcurrentDockerOps, s.MaxConcurrentAcquire, 1},
+		dockerTimeout:  s.DockerTimeout,
+		maxUses:        s.MaxUses,
+		maxIdleTime:    s.MaxIdleTime,
+		maxLifetime:    s.MaxLifetime,
+		refillInterval: s.RefillInterval,
+		suspectIdle:    s.CheckIdleAfter,
+		agent:          s.agent != nil,
+		hasReset:       s.OnReturn != nil || s.CheckOnReturn || (s.agent != nil && s.agent.ResetOnReturn),
+		resetCleans:    resetCleans,
+	}
 }

@@ -12,14 +12,23 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// dockerAPI is the narrow seam between the pool and Docker: only the calls the
-// pool makes. *client.Client satisfies it; the tests use an in-memory fake.
-type dockerAPI interface {
+// DockerAPI is the narrow seam between a pool and the Docker Engine: the
+// calls the pool makes, and nothing else. *client.Client from
+// github.com/docker/docker/client satisfies it, and so can a wrapper of your
+// own (one that traces or meters every call, retries, or goes through a
+// proxy) or an in-memory fake for tests. Set it as Config.Client.
+//
+// The pool calls these methods from several goroutines at once, each with a
+// context that bounds the call (Config.DockerTimeout, or the caller's ctx for
+// Exec and file transfers).
+type DockerAPI interface {
 	Ping(ctx context.Context) (types.Ping, error)
+	Info(ctx context.Context) (system.Info, error)
 
 	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, ref string, options image.PullOptions) (io.ReadCloser, error)
@@ -34,18 +43,22 @@ type dockerAPI interface {
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
 	ContainerRename(ctx context.Context, containerID, newContainerName string) error
+	ContainerDiff(ctx context.Context, containerID string) ([]container.FilesystemChange, error)
 
 	ContainerAttach(ctx context.Context, containerID string, options container.AttachOptions) (types.HijackedResponse, error)
 	CopyToContainer(ctx context.Context, containerID, dstPath string, content io.Reader, options container.CopyToContainerOptions) error
+	CopyFromContainer(ctx context.Context, containerID, srcPath string) (io.ReadCloser, container.PathStat, error)
+	ContainerStatPath(ctx context.Context, containerID, path string) (container.PathStat, error)
 
 	ContainerExecCreate(ctx context.Context, containerID string, options container.ExecOptions) (container.ExecCreateResponse, error)
 	ContainerExecAttach(ctx context.Context, execID string, config container.ExecAttachOptions) (types.HijackedResponse, error)
 	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
+	ContainerExecResize(ctx context.Context, execID string, options container.ResizeOptions) error
 
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 }
 
-var _ dockerAPI = (*client.Client)(nil)
+var _ DockerAPI = (*client.Client)(nil)
 
 // Labels the pool puts on its containers and networks.
 const (
@@ -75,10 +88,10 @@ func configHash(imageID string, cc *container.Config, hc *container.HostConfig, 
 }
 
 // Names the pool gives a container once an exec ran in it ("used"), and
-// after Config.OnReturn cleaned it ("clean"). Docker keeps no record of past
-// execs that a later process could read (the inspect's ExecIDs lists only
-// running ones), so the name is how New tells an untouched container from
-// one that somebody used.
+// after a reset cleaned it ("clean"). Docker keeps no record of past execs
+// that a later process could read (the inspect's ExecIDs lists only running
+// ones), so the name is how New tells an untouched container from one that
+// somebody used.
 const (
 	usedNamePrefix  = "dockerpool-used-"
 	cleanNamePrefix = "dockerpool-clean-"

@@ -2,10 +2,23 @@ package dockerpool
 
 import "time"
 
-// Messages to the owner goroutine. There is one Go type per kind of request.
+// Messages to the owner goroutine. There is one Go type per kind of message,
+// and every type implements message, whose apply hands it to the core method
+// of its concern. The set is closed (apply is unexported), and nothing but
+// these types crosses into the core: the owner's select receives them on
+// typed channels (acquireCh, releaseCh for the frequent requests; ctrlCh
+// for the rare ones and resultCh for the workers' results, both of type
+// message).
+//
 // A request that needs an answer carries its own reply channel, made by the
 // sender with capacity 1: the owner sends on it exactly once and never blocks
-// doing so.
+// doing so. The core never touches a channel: it names the reply channel in
+// its effects, and the owner sends.
+type message interface {
+	apply(c *core, now time.Time)
+}
+
+// ---- requests from callers ---------------------------------------------------
 
 // acquireReq asks for a container. The reply channel also identifies the
 // waiter when the caller gives up (see cancelReq).
@@ -18,20 +31,31 @@ type acquireReply struct {
 	err error
 }
 
-// cancelReq says that the caller behind an acquireReq stopped waiting. If the
-// owner had already answered, it takes the container back from the buffered
-// reply channel, so nothing is lost.
+// releaseReq hands a leased container back: to the idle stack (Return) or to
+// removal (Remove). The handle's flags travel in the request: the core never
+// reads a handle.
+type releaseReq struct {
+	id     string
+	lease  uint64 // which hand-out the handle stands for
+	remove bool   // Remove rather than Return
+	flags  uint64 // the handle's state word when it was released (handle* bits)
+	busy   bool   // an exec was still running on the handle
+	reply  chan error
+}
+
+// cancelReq says that the caller behind an acquireReq stopped waiting. The
+// owner settles it before the core sees it: if it had answered already, it
+// takes the answer back from the buffered reply channel and hands the core a
+// takeBackMsg instead, so nothing is lost.
 type cancelReq struct {
 	reply chan acquireReply
 }
 
-// releaseReq hands a leased container back: to the idle stack (Return) or to
-// removal (Remove).
-type releaseReq struct {
-	c       *Container
-	remove  bool // Remove rather than Return
-	tainted bool // an exec was still running or could not be cleaned up
-	reply   chan error
+// takeBackMsg returns the container of a grant whose caller gave up before
+// it received it.
+type takeBackMsg struct {
+	id    string
+	lease uint64
 }
 
 // idleWaitReq asks to be told when at least n containers are idle.
@@ -56,43 +80,82 @@ type statsReq struct {
 	reply chan Stats
 }
 
-// eventMsg is a Docker event about one of the pool's containers, or notice
-// that the event stream broke (resync) and the pool must re-list.
+// adoptReq hands the owner the containers New found from an earlier
+// process, checked, before the pool takes any other request.
+type adoptReq struct {
+	found []adoptee
+	reply chan struct{}
+}
+
+// adoptee is a container of the pool's label found by New.
+type adoptee struct {
+	id      string
+	created time.Time
+	ok      bool       // running, same configuration, never used, agent answers
+	agent   *agentConn // its agent session, on the agent path (owned by the owner)
+}
+
+// ---- the daemon and time ------------------------------------------------------
+
+// eventMsg is a Docker event about one of the pool's containers.
 type eventMsg struct {
 	id       string
 	action   string // "die", "oom", "destroy", ...
 	exitCode string // for "die"
 }
 
+// actionAgentGone is the action of the eventMsg an agent session sends when
+// it ends: the container is no use any more, whatever Docker says.
+const actionAgentGone = "agent-gone"
+
 // resyncMsg says the event stream was re-established: deaths may have been
 // missed while nobody listened, so the owner reconciles with the daemon.
 type resyncMsg struct{}
 
-// ctrlMsg carries the requests that are rare, so that the owner's select
-// stays short for the frequent ones (acquire, release, results): a select
-// costs per case, on every message. Exactly one field is set.
-type ctrlMsg struct {
-	cancel     *cancelReq
-	stats      *statsReq
-	idleWait   *idleWaitReq
-	idleUnwait *idleUnwaitReq
-	shutdown   *shutdownReq
-	force      *forceReq
-	event      *eventMsg
-	resync     *resyncMsg
-	tick       bool // RefillInterval passed
+// tickMsg says RefillInterval passed.
+type tickMsg struct{}
+
+// ---- results of Docker work -------------------------------------------------
+//
+// Workers send exactly one result per task, whatever happens (a panic
+// included).
+
+// createdMsg ends a createTask.
+type createdMsg struct {
+	task  createTask
+	id    string     // the container, also when it was made but not started
+	agent *agentConn // its agent session, on the agent path (owned by the owner)
+	err   error
 }
 
-// Results of background work. Workers send exactly one per task, whatever
-// happens (a panic included).
+// removedMsg ends a removeTask.
+type removedMsg struct {
+	task removeTask
+	err  error
+}
 
-type taskResult struct {
-	task  task
-	id    string // the created container, for taskCreate
+// checkedMsg ends a checkTask.
+type checkedMsg struct {
+	task checkTask
+	err  error
+}
+
+// resetMsg ends a resetTask.
+type resetMsg struct {
+	task resetTask
+	err  error
+}
+
+// probedMsg ends a probeTask.
+type probedMsg struct{ err error }
+
+// finalizedMsg ends the finalizeTask: the pool stops.
+type finalizedMsg struct{ err error }
+
+// reconciledMsg ends a reconcileTask.
+type reconciledMsg struct {
+	found []found
 	err   error
-	at    time.Time
-	found []found    // for taskReconcile
-	agent *agentConn // for taskCreate on the agent path
 }
 
 // found is a container of the pool's label as the daemon lists it.
@@ -102,3 +165,26 @@ type found struct {
 	running bool
 	ours    bool // made by this Pool value (its instance label)
 }
+
+// ---- dispatch: each message to the core method of its concern ---------------
+
+func (m acquireReq) apply(c *core, now time.Time)    { c.acquire(m.reply, now) }
+func (m releaseReq) apply(c *core, now time.Time)    { c.release(m, now) }
+func (m cancelReq) apply(c *core, _ time.Time)       { c.withdraw(m.reply) }
+func (m takeBackMsg) apply(c *core, now time.Time)   { c.takeBack(m.id, m.lease, now) }
+func (m idleWaitReq) apply(c *core, _ time.Time)     { c.waitIdle(m) }
+func (m idleUnwaitReq) apply(c *core, _ time.Time)   { c.unwaitIdle(m.reply) }
+func (shutdownReq) apply(c *core, _ time.Time)       { c.shutdown() }
+func (forceReq) apply(c *core, _ time.Time)          { c.force() }
+func (m statsReq) apply(c *core, _ time.Time)        { c.fx.stats = append(c.fx.stats, m.reply) }
+func (m adoptReq) apply(c *core, now time.Time)      { c.adopt(m.found, now); c.fx.adopted = m.reply }
+func (m eventMsg) apply(c *core, now time.Time)      { c.event(m, now) }
+func (resyncMsg) apply(c *core, now time.Time)       { c.resync(now) }
+func (tickMsg) apply(c *core, now time.Time)         { c.tick(now) }
+func (m createdMsg) apply(c *core, now time.Time)    { c.created(m, now) }
+func (m removedMsg) apply(c *core, now time.Time)    { c.removed(m, now) }
+func (m checkedMsg) apply(c *core, now time.Time)    { c.checked(m, now) }
+func (m resetMsg) apply(c *core, now time.Time)      { c.resetDone(m, now) }
+func (m probedMsg) apply(c *core, now time.Time)     { c.probed(m.err, now) }
+func (m finalizedMsg) apply(c *core, now time.Time)  { c.finalized(m.err, now) }
+func (m reconciledMsg) apply(c *core, now time.Time) { c.reconciled(m, now) }

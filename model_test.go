@@ -95,11 +95,8 @@ func newModel(rt *rapid.T) *model {
 	}
 	m := &model{f: fakedocker.New(fakeImage), cfg: cfg, ids: map[string]bool{}, goneHeld: map[string]bool{}, uses: map[string]int{}, rnd: rand.New(rand.NewPCG(1, 2))}
 	m.f.Hook = m.hook
-	s, err := resolve(testConfig(cfg))
-	if err != nil {
-		rt.Fatalf("config: %v", err)
-	}
-	p, err := newPool(context.Background(), s, m.f)
+	cfg.Client = m.f
+	p, err := New(context.Background(), testConfig(cfg))
 	if err != nil {
 		rt.Fatalf("New: %v", err)
 	}
@@ -301,10 +298,10 @@ func (m *model) check(rt *rapid.T) {
 			// The owner is idle (synctest.Wait) and Stats synchronised with
 			// it: its state can be read for the report.
 			var known, early []string
-			for id, sl := range m.p.core.known {
+			for id, sl := range m.p.owner.core.known {
 				known = append(known, fmt.Sprintf("%s:%d", id[60:], sl.state))
 			}
-			for id := range m.p.core.early {
+			for id := range m.p.owner.core.early {
 				early = append(early, id[60:])
 			}
 			rt.Logf("known %v early %v", known, early)

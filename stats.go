@@ -39,6 +39,16 @@ var reasonNames = [numReasons]string{
 	"reset-failed", "user", "shutdown", "stale", "failed-start",
 }
 
+// RemoveReasons returns every reason a container leaves a pool for, in the
+// order of their values: the keys of Stats.RemovedBy.
+func RemoveReasons() []RemoveReason {
+	rs := make([]RemoveReason, numReasons)
+	for i := range rs {
+		rs[i] = RemoveReason(i)
+	}
+	return rs
+}
+
 // String returns the reason's short name, as used in logs.
 func (r RemoveReason) String() string {
 	if r >= 0 && r < numReasons {
@@ -69,8 +79,9 @@ type Stats struct {
 	CreateErrors int64 // creations that failed
 	Adopted      int64 // containers taken over from an earlier process at New
 	Removed      int64 // containers removed, all reasons together
-	// RemovedBy counts the removals by reason; index it with a RemoveReason.
-	RemovedBy [numReasons]int64
+	// RemovedBy counts the removals by reason. Every reason of
+	// RemoveReasons is a key, with zero when nothing was removed for it.
+	RemovedBy map[RemoveReason]int64
 	// RemoveErrors counts removal attempts that failed (they are retried).
 	RemoveErrors int64
 

@@ -69,6 +69,15 @@ func Client(t testing.TB) *client.Client {
 	return sharedCli
 }
 
+// CloseClient closes the shared client of Client, which ends its idle
+// keep-alive connections (and their goroutines). Call it from TestMain after
+// m.Run, before a goroutine leak check.
+func CloseClient() {
+	if sharedCli != nil {
+		_ = sharedCli.Close()
+	}
+}
+
 // Image returns the image tests should run: $DOCKERPOOL_TEST_IMAGE when set,
 // else the busybox image of BuildImage, built on first use. Without a static
 // busybox the test is skipped, or fails under CI.

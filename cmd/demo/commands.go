@@ -337,9 +337,9 @@ func formatStats(st dockerpool.Stats) []string {
 // reasons that moved: " (died 2, shutdown 3)", or "" when none did.
 func reasonsSince(before, after dockerpool.Stats) string {
 	var parts []string
-	for i := range after.RemovedBy {
-		if d := after.RemovedBy[i] - before.RemovedBy[i]; d != 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", dockerpool.RemoveReason(i), d))
+	for _, r := range dockerpool.RemoveReasons() {
+		if d := after.RemovedBy[r] - before.RemovedBy[r]; d != 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", r, d))
 		}
 	}
 	if len(parts) == 0 {

@@ -38,8 +38,7 @@ func TestFormatStats(t *testing.T) {
 	var st dockerpool.Stats
 	st.Idle, st.Total, st.DaemonHealthy = 3, 3, true
 	st.Removed = 5
-	st.RemovedBy[dockerpool.ReasonDied] = 3
-	st.RemovedBy[dockerpool.ReasonShutdown] = 2
+	st.RemovedBy = map[dockerpool.RemoveReason]int64{dockerpool.ReasonDied: 3, dockerpool.ReasonShutdown: 2}
 	lines := formatStats(st)
 	if want := "removed 5 (died 3, shutdown 2)"; !slices.Contains(lines, want) {
 		t.Errorf("formatStats: no line %q in %q", want, lines)

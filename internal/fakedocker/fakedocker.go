@@ -22,6 +22,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -50,6 +51,11 @@ const (
 	OpExecAttach     Op = "exec-attach"
 	OpExecInspect    Op = "exec-inspect"
 	OpEvents         Op = "events"
+	OpInfo           Op = "info"
+	OpDiff           Op = "diff"
+	OpCopyFrom       Op = "copy-from"
+	OpStatPath       Op = "stat-path"
+	OpExecResize     Op = "exec-resize"
 )
 
 // Container is the fake's record of a container.
@@ -124,7 +130,7 @@ func (f *Fake) enter(ctx context.Context, op Op, id string) error {
 }
 
 func notFound(what, id string) error {
-	return fmt.Errorf("No such %s: %s: %w", what, id, cerrdefs.ErrNotFound)
+	return fmt.Errorf("no such %s: %s: %w", what, id, cerrdefs.ErrNotFound)
 }
 
 // SetHook replaces Hook while the fake is in use.
@@ -554,3 +560,58 @@ func (f *Fake) Events(ctx context.Context, opts events.ListOptions) (<-chan even
 
 // ErrDown is what a hook can return to play a daemon that does not answer.
 var ErrDown = errors.New("fakedocker: Cannot connect to the Docker daemon")
+
+// Info reports a daemon with the runc runtime.
+func (f *Fake) Info(ctx context.Context) (system.Info, error) {
+	if err := f.enter(ctx, OpInfo, ""); err != nil {
+		return system.Info{}, err
+	}
+	return system.Info{DefaultRuntime: "runc", Runtimes: map[string]system.RuntimeWithStatus{"runc": {}}}, nil
+}
+
+// ContainerDiff reports no change: the fake has no filesystems.
+func (f *Fake) ContainerDiff(ctx context.Context, id string) ([]container.FilesystemChange, error) {
+	if err := f.enter(ctx, OpDiff, id); err != nil {
+		return nil, err
+	}
+	if _, ok := f.container(id); !ok {
+		return nil, notFound("container", id)
+	}
+	return nil, nil
+}
+
+// CopyFromContainer is not supported: the fake has no filesystems.
+func (f *Fake) CopyFromContainer(ctx context.Context, id, path string) (io.ReadCloser, container.PathStat, error) {
+	if err := f.enter(ctx, OpCopyFrom, id); err != nil {
+		return nil, container.PathStat{}, err
+	}
+	return nil, container.PathStat{}, notFound("file", path)
+}
+
+// ContainerStatPath finds nothing: the fake has no filesystems.
+func (f *Fake) ContainerStatPath(ctx context.Context, id, path string) (container.PathStat, error) {
+	if err := f.enter(ctx, OpStatPath, id); err != nil {
+		return container.PathStat{}, err
+	}
+	return container.PathStat{}, notFound("file", path)
+}
+
+// ContainerExecResize accepts the size of a known exec.
+func (f *Fake) ContainerExecResize(ctx context.Context, eid string, _ container.ResizeOptions) error {
+	if err := f.enter(ctx, OpExecResize, eid); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.execs[eid]; !ok {
+		return notFound("exec", eid)
+	}
+	return nil
+}
+
+func (f *Fake) container(id string) (*Container, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	return c, ok
+}

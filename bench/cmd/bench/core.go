@@ -12,7 +12,6 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/internal/fakedocker"
-	"github.com/dockerpool/dockerpool/internal/hooks"
 )
 
 // contender is one implementation of an Acquire+Return pair for (g).
@@ -37,11 +36,11 @@ func (e *env) runCore() error {
 	fakePool := func(callers int) (*dockerpool.Pool, error) {
 		cfg := e.poolConfig(fmt.Sprintf("fake%d", callers), dockerpool.Config{MinIdle: callers, MaxIdle: 2 * callers})
 		cfg.HostConfig = nil // the fake knows the "none" network
-		v, err := hooks.NewPoolWithAPI(ctx, cfg, fakedocker.New(e.image))
+		cfg.Client = fakedocker.New(e.image)
+		p, err := dockerpool.New(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		p := v.(*dockerpool.Pool)
 		e.mu.Lock()
 		e.pools[cfg.Name] = p
 		e.mu.Unlock()

@@ -35,7 +35,7 @@ func (b *bare) config() (*container.Config, *container.HostConfig) {
 	yes := true
 	return &container.Config{
 			Image:  b.image,
-			Cmd:    dockerpool.DefaultCmd,
+			Cmd:    dockerpool.DefaultCmd(),
 			Labels: map[string]string{labelBench: b.runID, labelBench + ".kind": "bare"},
 		}, &container.HostConfig{
 			NetworkMode: "none",

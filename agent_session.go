@@ -1,0 +1,265 @@
+package dockerpool
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
+)
+
+// agentConn is the pool's side of one container's agent session: the
+// container's attach stream, on which frames of the agent protocol
+// (internal/agentproto) go both ways. It belongs to the container, not to
+// the pool's state: the owner keeps it beside the core (owner.sessions) and
+// hands it to the handles, the resets and the removal. Many commands share
+// one session; each has its own frame ID.
+type agentConn struct {
+	container string
+	att       types.HijackedResponse
+	gone      func() // called once when the session ends by itself (not by close)
+
+	wmu sync.Mutex // one frame at a time on the connection
+
+	mu    sync.Mutex // guards the fields below
+	execs map[uint32]chan agentproto.Frame
+	next  uint32
+	err   error // why the session ended
+
+	closing atomic.Bool // close was called: the pool ended the session itself
+	hello   chan agentproto.HelloMsg
+	done    chan struct{} // closed when the session ended
+	readers sync.WaitGroup
+}
+
+// attachAgent attaches to the container's main process. Call it before the
+// container starts, so that the agent's hello is not missed.
+func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
+	att, err := p.api.ContainerAttach(ctx, id, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return nil, fmt.Errorf("%w: attach to container %s: %w", ErrAgent, shortID(id), err)
+	}
+	a := &agentConn{
+		container: id,
+		att:       att,
+		gone:      func() { go p.post(eventMsg{id: id, action: actionAgentGone}) },
+		execs:     map[uint32]chan agentproto.Frame{},
+		hello:     make(chan agentproto.HelloMsg, 1),
+		done:      make(chan struct{}),
+	}
+	pr, pw := io.Pipe()
+	a.readers.Add(2)
+	go func() { // Docker's stream: stdout is the protocol, stderr the agent's log
+		defer a.readers.Done()
+		_, err := stdcopy.StdCopy(pw, io.Discard, att.Reader)
+		if err == nil {
+			err = io.EOF
+		}
+		pw.CloseWithError(err)
+	}()
+	go func() {
+		defer a.readers.Done()
+		// Once the frames stop being read, writes into the pipe must fail,
+		// or the goroutine above would block there forever.
+		defer pr.Close()
+		a.read(pr)
+		if !a.closing.Load() {
+			a.gone()
+		}
+	}()
+	return a, nil
+}
+
+// payloads recycles the buffers of output frames: a stream of megabytes
+// passes through a few of them instead of one allocation per frame.
+var payloads = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func payloadBuf(n int) []byte {
+	bp := payloads.Get().(*[]byte)
+	if cap(*bp) < n {
+		payloads.Put(bp)
+		return make([]byte, n)
+	}
+	return (*bp)[:n]
+}
+
+func recycle(b []byte) {
+	if cap(b) >= 64<<10 {
+		b = b[:0]
+		payloads.Put(&b)
+	}
+}
+
+// read dispatches the agent's frames to the execs waiting for them.
+func (a *agentConn) read(r io.Reader) {
+	for {
+		f, err := agentproto.ReadWith(r, payloadBuf)
+		if err != nil {
+			a.fail(fmt.Errorf("%w: session with container %s ended: %w", ErrAgent, shortID(a.container), err))
+			return
+		}
+		if f.Type == agentproto.Hello {
+			var h agentproto.HelloMsg
+			if err := f.Decode(&h); err != nil {
+				a.fail(fmt.Errorf("%w: bad hello: %w", ErrAgent, err))
+				return
+			}
+			select {
+			case a.hello <- h:
+			default:
+			}
+			continue
+		}
+		a.mu.Lock()
+		ch := a.execs[f.ID]
+		a.mu.Unlock()
+		if ch == nil {
+			continue // an exec that gave up; its frames are dropped
+		}
+		select {
+		case ch <- f:
+		case <-a.done:
+			return
+		}
+	}
+}
+
+// fail ends the session with err; every exec waiting learns of it.
+func (a *agentConn) fail(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return
+	}
+	a.err = err
+	close(a.done)
+	a.att.Close()
+}
+
+// close ends the session and waits for its goroutines.
+func (a *agentConn) close() {
+	if a == nil {
+		return
+	}
+	a.closing.Store(true)
+	a.fail(fmt.Errorf("%w: session closed", ErrAgent))
+	a.readers.Wait()
+}
+
+func (a *agentConn) broken() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// handshake waits for the agent's hello and answers it.
+func (a *agentConn) handshake(timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case h := <-a.hello:
+		if h.Version != agentproto.Version {
+			return fmt.Errorf("%w: container %s runs agent protocol version %d, this pool speaks %d", ErrAgent, shortID(a.container), h.Version, agentproto.Version)
+		}
+		return a.send(agentproto.Hello, 0, agentproto.HelloMsg{Version: agentproto.Version, Agent: "dockerpool"})
+	case <-a.done:
+		return a.broken()
+	case <-t.C:
+		return fmt.Errorf("%w: no hello from the agent of container %s within %v (is the agent at the configured Path?)", ErrAgent, shortID(a.container), timeout)
+	}
+}
+
+// ping checks that an agent answers, for containers adopted from an earlier
+// process (their hello is long gone).
+func (a *agentConn) ping(timeout time.Duration) error {
+	id, ch := a.register()
+	defer a.unregister(id)
+	if err := a.write(agentproto.Ping, id, nil); err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case f := <-ch:
+		if f.Type != agentproto.Pong {
+			return fmt.Errorf("%w: answered ping with %q", ErrAgent, f.Type)
+		}
+		return nil
+	case <-a.done:
+		return a.broken()
+	case <-t.C:
+		return fmt.Errorf("%w: no answer to ping within %v", ErrAgent, timeout)
+	}
+}
+
+func (a *agentConn) register() (uint32, chan agentproto.Frame) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.next++
+	ch := make(chan agentproto.Frame, 64)
+	a.execs[a.next] = ch
+	return a.next, ch
+}
+
+func (a *agentConn) unregister(id uint32) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.execs, id)
+}
+
+func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if err := a.broken(); err != nil {
+		return err
+	}
+	if err := agentproto.Write(a.att.Conn, t, id, payload); err != nil {
+		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
+		a.fail(err)
+		return err
+	}
+	return nil
+}
+
+func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("%w: encode %c: %w", ErrAgent, t, err)
+	}
+	return a.write(t, id, payload)
+}
+
+// reset asks the agent to kill every process the commands left and to
+// empty the reset directories.
+func (a *agentConn) reset(timeout time.Duration, dirs []string) error {
+	id, ch := a.register()
+	defer a.unregister(id)
+	if err := a.send(agentproto.Reset, id, agentproto.ResetMsg{EmptyDirs: dirs}); err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case f := <-ch:
+		var d agentproto.ResetDoneMsg
+		if f.Type != agentproto.ResetDone || f.Decode(&d) != nil {
+			return fmt.Errorf("%w: bad answer to reset", ErrAgent)
+		}
+		if d.Error != "" || d.Survivors > 0 {
+			return fmt.Errorf("%w: reset: %d survivor(s) %s", ErrAgent, d.Survivors, d.Error)
+		}
+		return nil
+	case <-a.done:
+		return a.broken()
+	case <-t.C:
+		return fmt.Errorf("%w: no answer to reset within %v", ErrAgent, timeout)
+	}
+}

@@ -1,0 +1,165 @@
+package dockerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
+)
+
+// agentRunner runs commands through the container's agent: an Exec frame
+// starts the command, output and exit come back as frames on the session.
+// The agent is the subreaper of every process a command starts, so it kills
+// exactly those and verifies it, in an image without a shell too.
+type agentRunner struct{ a *agentConn }
+
+var errSessionEnded = errors.New("the agent's session ended")
+
+func (agentRunner) name() string { return " (agent)" }
+
+func (r agentRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcome {
+	a := r.a
+	if err := s.op.ready(); err != nil {
+		return outcome{err: err, suspect: gone(err)}
+	}
+	if err := a.broken(); err != nil {
+		return lost(err)
+	}
+	id, frames := a.register()
+	defer a.unregister(id)
+	err := a.send(agentproto.Exec, id, agentproto.ExecMsg{
+		Argv:      s.cmd,
+		Env:       s.env,
+		Dir:       s.dir,
+		User:      s.user,
+		TimeoutMS: s.timeout.Milliseconds(),
+		Limit:     int64(s.limit),
+		Stdin:     s.stdin != nil,
+	})
+	if err != nil {
+		return lost(err)
+	}
+	x := &agentCall{a: a, id: id, s: s, grace: time.NewTimer(time.Hour), stdinErr: make(chan error, 1)}
+	x.grace.Stop()
+	defer x.grace.Stop()
+	if s.stdin != nil {
+		f := feed(s.stdin, agentChunk,
+			func(b []byte) error { return a.write(agentproto.Stdin, id, b) },
+			func() error { return a.write(agentproto.StdinEOF, id, nil) },
+			func(err error) { x.stdinErr <- err })
+		defer f.stop()
+	}
+	return x.wait(ctx, frames)
+}
+
+// lost is the outcome of a command whose session ended: the container died
+// (the agent is its main process) or the agent failed. Either way the
+// container is not reused.
+func lost(err error) outcome {
+	return outcome{err: err, suspect: true, left: errSessionEnded}
+}
+
+// agentCall is one command on the agent path, while it runs.
+type agentCall struct {
+	a        *agentConn
+	id       uint32
+	s        *execSpec
+	grace    *time.Timer // after a kill, how long the agent has to confirm it
+	stdinErr chan error
+	killed   bool
+	cause    error // why we asked for the kill
+	writeErr error // the caller's writer failed
+}
+
+// wait moves the command's frames until its Exit, ctx's end, or the end of
+// the session.
+func (x *agentCall) wait(ctx context.Context, frames chan agentproto.Frame) outcome {
+	for {
+		var ctxDone <-chan struct{}
+		if !x.killed {
+			ctxDone = ctx.Done()
+		}
+		select {
+		case f := <-frames:
+			switch f.Type {
+			case agentproto.Stdout, agentproto.Stderr:
+				x.output(f)
+			case agentproto.Exit:
+				var m agentproto.ExitMsg
+				if err := f.Decode(&m); err != nil {
+					return outcome{err: fmt.Errorf("%w: %w", ErrAgent, err), left: errors.New("its exit could not be read")}
+				}
+				return x.result(ctx, m)
+			}
+		case err := <-x.stdinErr:
+			x.kill(fmt.Errorf("%w: %w", errStdinFailed, err))
+		case <-ctxDone:
+			x.kill(context.Cause(ctx))
+		case <-x.grace.C:
+			return outcome{
+				err:  fmt.Errorf("%w: no answer %v after the kill", ErrAgent, agentKillGrace),
+				left: errors.New("the agent did not confirm the kill"),
+			}
+		case <-x.a.done:
+			return lost(x.a.broken())
+		}
+	}
+}
+
+// output writes an output frame; a write that fails (the limit, or the
+// caller's writer) ends the command.
+func (x *agentCall) output(f agentproto.Frame) {
+	w := x.s.stdout
+	if f.Type == agentproto.Stderr {
+		w = x.s.stderr
+	}
+	_, err := w.Write(f.Payload)
+	recycle(f.Payload)
+	if err != nil && !x.killed {
+		if !errors.Is(err, ErrOutputLimitExceeded) {
+			x.writeErr = err
+		}
+		x.kill(err)
+	}
+}
+
+// kill asks the agent to kill the command. The agent kills what it can
+// attribute to this command; killAll tells the frame whether others ran.
+func (x *agentCall) kill(why error) {
+	if x.killed {
+		return
+	}
+	x.killed, x.cause = true, why
+	x.s.op.killAll()
+	_ = x.a.write(agentproto.Kill, x.id, nil)
+	x.grace.Reset(agentKillGrace)
+}
+
+// result turns the agent's Exit into an outcome.
+func (x *agentCall) result(ctx context.Context, m agentproto.ExitMsg) outcome {
+	o := outcome{code: m.Code}
+	switch {
+	case m.Error != "":
+		o.err = fmt.Errorf("%w: %s", ErrAgent, m.Error)
+	case m.Limited:
+		o.cause = ErrOutputLimitExceeded
+	case m.TimedOut:
+		o.cause = ErrExecTimeout
+	case x.writeErr != nil:
+		o.cause = fmt.Errorf("write output: %w", x.writeErr)
+	case x.cause != nil:
+		o.cause = x.cause
+	case m.Killed:
+		o.cause = fmt.Errorf("killed: %w", context.Cause(ctx))
+	}
+	if m.Survivors > 0 {
+		o.left = fmt.Errorf("%d process(es) survived the kill", m.Survivors)
+	}
+	return o
+}
+
+func (r agentRunner) killAll(_ context.Context, _ *Container) error {
+	return r.a.reset(reapBudget, nil)
+}
