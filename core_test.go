@@ -3,6 +3,7 @@ package dockerpool
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -409,3 +410,65 @@ func TestCoreRecyclesByUsesLifetimeAndIdleTime(t *testing.T) {
 	is.Equal(h.finish(taskRemove, nil).reason, ReasonLifetime)
 }
 
+func TestCoreTakingBackAWaitedGrantUndoesEveryCounterItMoved(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
+	h.finishAll(taskCreate)
+	got(t, h.acquire()) // takes the idle one at once
+	before := h.c.snapshot()
+	reply := h.acquire() // nothing idle: waits for a creation
+	h.now = h.now.Add(50 * time.Millisecond)
+	h.finish(taskCreate, nil) // served after 50ms of waiting; never read
+	is.Equal(h.c.st.EmptyAcquireCount, before.EmptyAcquireCount+1)
+	is.Equal(h.c.st.WaitDuration, before.WaitDuration+50*time.Millisecond)
+	h.send(cancelReq{reply: reply})
+	after := h.c.snapshot()
+	is.Equal(after.AcquireCount, before.AcquireCount)
+	is.Equal(after.AcquireDuration, before.AcquireDuration)
+	is.Equal(after.EmptyAcquireCount, before.EmptyAcquireCount)
+	is.Equal(after.WaitDuration, before.WaitDuration)
+	is.Equal(after.CanceledAcquireCount, before.CanceledAcquireCount+1)
+	is.Equal(after.WaitCount, before.WaitCount+1) // it did wait
+}
+
+func TestCoreAdoptsThroughTheOwnerWithTheSameLifetimeJitterAsCreations(t *testing.T) {
+	is := is.New(t)
+	c := newCore(limits{minIdle: 1, maxIdle: 4, maxLifetime: time.Hour, workers: [numLanes]int{10, 10}, refillInterval: time.Second}, 1, nil)
+	h := &harness{t: t, c: c, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	h.o = newOwner(c, h, nil)
+	created := h.now.Add(-time.Minute)
+	reply := make(chan struct{})
+	h.send(adoptReq{reply: reply, found: []adoptee{
+		{id: "a", created: created, ok: true},
+		{id: "b", created: created, ok: true},
+		{id: "c", created: created, ok: true},
+		{id: "used", created: created, ok: false},
+	}})
+	<-reply // answered by the owner
+	is.Equal(len(c.idle), 3)
+	is.Equal(c.st.Adopted, int64(3))
+	is.Equal(h.count(taskRemove), 1) // the used one
+	is.Equal(h.count(taskCreate), 0) // MinIdle met by adoption
+	expires := map[time.Time]bool{}
+	for _, s := range c.idle {
+		is.True(!s.expires.Before(created.Add(54*time.Minute)) && !s.expires.After(created.Add(time.Hour)))
+		expires[s.expires] = true
+	}
+	is.True(len(expires) > 1) // they do not all expire together
+}
+
+func TestOwnerPanicsWhenUsedOffItsGoroutineInDebugBuilds(t *testing.T) {
+	is := is.New(t)
+	h := newHarness(t, limits{minIdle: 1, maxIdle: 2})
+	recovered := make(chan any, 1)
+	go func() {
+		defer func() { recovered <- recover() }()
+		h.o.handle(nudge{}, h.now)
+	}()
+	select {
+	case r := <-recovered:
+		is.True(r != nil && strings.Contains(fmt.Sprint(r), "off the owner goroutine"))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the goroutine using the owner never finished")
+	}
+}

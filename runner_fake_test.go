@@ -1,0 +1,130 @@
+package dockerpool
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/dockerpool/dockerpool/internal/fakedocker"
+)
+
+// scriptRunner is a third runner, for the frame's own tests: it plays
+// whatever its script says a command did.
+type scriptRunner struct {
+	script func(ctx context.Context, s *execSpec) outcome
+}
+
+func (r scriptRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcome {
+	if err := s.op.ready(); err != nil {
+		return outcome{err: err}
+	}
+	return r.script(ctx, s)
+}
+func (scriptRunner) killAll(context.Context, *Container) error { return nil }
+func (scriptRunner) name() string                              { return " (script)" }
+
+// scripted acquires a container of a pool on the fake daemon and makes its
+// commands run the script.
+func scripted(t *testing.T, script func(ctx context.Context, s *execSpec) outcome) (*fakedocker.Fake, *Container) {
+	t.Helper()
+	f := fakedocker.New(fakeImage)
+	p := startFake(t, f, Config{MinIdle: 1, MaxIdle: 2})
+	c, err := p.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.runner = scriptRunner{script: script}
+	t.Cleanup(func() { _ = p.Return(context.Background(), c) }) // before the Shutdown: cleanups run last-in first-out
+	return f, c
+}
+
+func TestFrameReturnsTheExitCodeOfACommandThatEndedByItself(t *testing.T) {
+	is := is.New(t)
+	_, c := scripted(t, func(_ context.Context, s *execSpec) outcome {
+		_, _ = s.stdout.Write([]byte("out"))
+		_, _ = s.stderr.Write([]byte("err"))
+		return outcome{code: 3}
+	})
+	res, err := c.ExecStd(context.Background(), []string{"x"}, ExecOptions{})
+	is.NoErr(err)
+	is.Equal(res.ExitCode, 3)
+	is.Equal(string(res.Stdout), "out")
+	is.Equal(string(res.Stderr), "err")
+	is.True(!c.Tainted())
+}
+
+func TestFrameMapsTheLimitTheTimeoutAndWhatWasLeftOnce(t *testing.T) {
+	is := is.New(t)
+	_, c := scripted(t, func(ctx context.Context, s *execSpec) outcome {
+		switch s.cmd[0] {
+		case "talk": // past the limit: the write fails and the runner kills
+			if _, err := s.stdout.Write([]byte("0123456789")); err != nil {
+				return outcome{cause: err}
+			}
+		case "hang":
+			<-ctx.Done()
+			return outcome{cause: context.Cause(ctx)}
+		case "leak":
+			return outcome{cause: errors.New("killed"), left: errors.New("1 process survived")}
+		}
+		return outcome{}
+	})
+	res, err := c.ExecStd(context.Background(), []string{"talk"}, ExecOptions{Limit: 4})
+	is.True(errors.Is(err, ErrOutputLimitExceeded))
+	is.Equal(string(res.Stdout), "0123") // the first Limit bytes
+	is.Equal(res.ExitCode, -1)
+
+	start := time.Now()
+	_, err = c.ExecStd(context.Background(), []string{"hang"}, ExecOptions{Timeout: 20 * time.Millisecond})
+	is.True(errors.Is(err, ErrExecTimeout))
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	is.True(time.Since(start) < 5*time.Second)
+	is.True(!c.Tainted())
+
+	_, err = c.ExecStd(context.Background(), []string{"leak"}, ExecOptions{})
+	is.True(err != nil && strings.Contains(err.Error(), "container tainted") && strings.Contains(err.Error(), "1 process survived"))
+	is.True(c.Tainted())
+}
+
+func TestFrameTaintsWhenAKillHadToSpareOtherCommands(t *testing.T) {
+	is := is.New(t)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	_, c := scripted(t, func(_ context.Context, s *execSpec) outcome {
+		if s.cmd[0] == "other" {
+			close(started)
+			<-release
+			return outcome{}
+		}
+		if s.op.killAll() {
+			return outcome{cause: errors.New("killed everything")}
+		}
+		return outcome{cause: errors.New("killed its own")}
+	})
+	done := make(chan error, 1)
+	go func() { _, err := c.Exec(context.Background(), []string{"other"}); done <- err }()
+	<-started
+	_, err := c.Exec(context.Background(), []string{"victim"})
+	close(release)
+	is.NoErr(<-done)
+	is.True(err != nil && strings.Contains(err.Error(), "killed its own") && strings.Contains(err.Error(), errPartialKill.Error()))
+	is.True(c.Tainted())
+}
+
+func TestFrameMarksTheHandleDeadWhenTheRunnerSuspectsTheContainerAndItIsGone(t *testing.T) {
+	is := is.New(t)
+	f, c := scripted(t, func(context.Context, *execSpec) outcome {
+		return outcome{err: errors.New("connection reset"), suspect: true}
+	})
+	_, err := c.Exec(context.Background(), []string{"x"})
+	is.True(err != nil && !errors.Is(err, ErrContainerDead)) // it still runs: a plain error
+	f.Kill(c.ID())
+	_, err = c.Exec(context.Background(), []string{"x"})
+	is.True(errors.Is(err, ErrContainerDead))
+	_, err = c.Exec(context.Background(), []string{"x"}) // later ones fail at once
+	is.True(errors.Is(err, ErrContainerDead))
+}
