@@ -107,10 +107,7 @@ func (c *core) checked(m checkedMsg, now time.Time) {
 	c.finished(m.task.lane(), now)
 	s := c.known[m.task.id]
 	switch {
-	case s.dead || errors.Is(m.err, ErrContainerDead):
-		c.startRemove(s, ReasonDied)
-	case c.phase != phaseRunning:
-		c.startRemove(s, ReasonShutdown)
+	case c.goneOrStopping(s, m.err):
 	case m.err != nil:
 		// Docker did not answer: the container is probably fine, the
 		// daemon is not. Keep it; callers hear that Docker fails.
@@ -127,19 +124,31 @@ func (c *core) resetDone(m resetMsg, now time.Time) {
 	c.finished(m.task.lane(), now)
 	s := c.known[m.task.id]
 	switch {
-	case s.dead || errors.Is(m.err, ErrContainerDead):
-		c.startRemove(s, ReasonDied)
+	case c.goneOrStopping(s, m.err):
 	case m.err != nil:
 		c.startRemove(s, ReasonResetFailed)
 		c.logAttrs(slog.LevelInfo, "reset failed", slogID(s.id), slog.String("error", m.err.Error()))
-	case c.phase != phaseRunning:
-		c.startRemove(s, ReasonShutdown)
 	default:
 		if c.lim.resetCleans {
 			s.marked = false // renamed clean: adoptable again
 		}
 		c.offer(s, now)
 	}
+}
+
+// goneOrStopping removes a container coming back from a check or a reset
+// when it died meanwhile or the pool is shutting down, and reports whether
+// it did.
+func (c *core) goneOrStopping(s *slot, err error) bool {
+	switch {
+	case s.dead || errors.Is(err, ErrContainerDead):
+		c.startRemove(s, ReasonDied)
+	case c.phase != phaseRunning:
+		c.startRemove(s, ReasonShutdown)
+	default:
+		return false
+	}
+	return true
 }
 
 // probed ends a health ping.
