@@ -55,7 +55,6 @@ var ErrAgent = errors.New("dockerpool: agent")
 
 const (
 	agentKillGrace = 3 * time.Second // after a Kill, how long the agent has to answer
-	agentChunk     = 32 << 10        // stdin is sent in frames of at most this size
 )
 
 // agentTar is the tar archive CopyToContainer needs to put the agent binary

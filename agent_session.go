@@ -29,10 +29,10 @@ type agentConn struct {
 
 	wmu sync.Mutex // one frame at a time on the connection
 
-	mu    sync.Mutex // guards the fields below
-	execs map[uint32]chan agentproto.Frame
-	next  uint32
-	err   error // why the session ended
+	mu      sync.Mutex // guards the fields below
+	streams map[uint32]*stream
+	next    uint32
+	err     error // why the session ended
 
 	closing atomic.Bool // close was called: the pool ended the session itself
 	hello   chan agentproto.HelloMsg
@@ -51,7 +51,7 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 		container: id,
 		att:       att,
 		gone:      func() { go p.post(eventMsg{id: id, action: actionAgentGone}) },
-		execs:     map[uint32]chan agentproto.Frame{},
+		streams:   map[uint32]*stream{},
 		hello:     make(chan agentproto.HelloMsg, 1),
 		done:      make(chan struct{}),
 	}
@@ -98,7 +98,10 @@ func recycle(b []byte) {
 	}
 }
 
-// read dispatches the agent's frames to the execs waiting for them.
+// read dispatches the agent's frames to the streams they belong to. It
+// never waits for a stream's reader: a stream holds at most a window of
+// data (the agent keeps to it, or the session fails), so one slow caller
+// stalls its own command only.
 func (a *agentConn) read(r io.Reader) {
 	for {
 		f, err := agentproto.ReadWith(r, payloadBuf)
@@ -119,14 +122,14 @@ func (a *agentConn) read(r io.Reader) {
 			continue
 		}
 		a.mu.Lock()
-		ch := a.execs[f.ID]
+		s := a.streams[f.ID]
 		a.mu.Unlock()
-		if ch == nil {
-			continue // an exec that gave up; its frames are dropped
+		if s == nil {
+			recycle(f.Payload) // a stream that gave up; its frames are dropped
+			continue
 		}
-		select {
-		case ch <- f:
-		case <-a.done:
+		if err := s.deliver(f); err != nil {
+			a.fail(fmt.Errorf("%w: container %s: %w", ErrAgent, shortID(a.container), err))
 			return
 		}
 	}
@@ -180,39 +183,37 @@ func (a *agentConn) handshake(timeout time.Duration) error {
 // ping checks that an agent answers, for containers adopted from an earlier
 // process (their hello is long gone).
 func (a *agentConn) ping(timeout time.Duration) error {
-	id, ch := a.register()
-	defer a.unregister(id)
-	if err := a.write(agentproto.Ping, id, nil); err != nil {
+	s := a.register()
+	defer a.unregister(s)
+	if err := a.write(agentproto.Ping, s.id, nil); err != nil {
 		return err
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case f := <-ch:
-		if f.Type != agentproto.Pong {
-			return fmt.Errorf("%w: answered ping with %q", ErrAgent, f.Type)
-		}
-		return nil
-	case <-a.done:
-		return a.broken()
-	case <-t.C:
-		return fmt.Errorf("%w: no answer to ping within %v", ErrAgent, timeout)
+	f, err := s.await(timeout, "ping")
+	if err != nil {
+		return err
 	}
+	if f.Type != agentproto.Pong {
+		return fmt.Errorf("%w: answered ping with %q", ErrAgent, f.Type)
+	}
+	return nil
 }
 
-func (a *agentConn) register() (uint32, chan agentproto.Frame) {
+// register opens a stream for a new request.
+func (a *agentConn) register() *stream {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.next++
-	ch := make(chan agentproto.Frame, 64)
-	a.execs[a.next] = ch
-	return a.next, ch
+	s := newStream(a, a.next)
+	a.streams[a.next] = s
+	return s
 }
 
-func (a *agentConn) unregister(id uint32) {
+// unregister closes a stream: its frames are dropped from now on.
+func (a *agentConn) unregister(s *stream) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.execs, id)
+	delete(a.streams, s.id)
+	a.mu.Unlock()
+	s.close()
 }
 
 func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
@@ -240,26 +241,21 @@ func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {
 // reset asks the agent to kill every process the commands left and to
 // empty the reset directories.
 func (a *agentConn) reset(timeout time.Duration, dirs []string) error {
-	id, ch := a.register()
-	defer a.unregister(id)
-	if err := a.send(agentproto.Reset, id, agentproto.ResetMsg{EmptyDirs: dirs}); err != nil {
+	s := a.register()
+	defer a.unregister(s)
+	if err := a.send(agentproto.Reset, s.id, agentproto.ResetMsg{EmptyDirs: dirs}); err != nil {
 		return err
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case f := <-ch:
-		var d agentproto.ResetDoneMsg
-		if f.Type != agentproto.ResetDone || f.Decode(&d) != nil {
-			return fmt.Errorf("%w: bad answer to reset", ErrAgent)
-		}
-		if d.Error != "" || d.Survivors > 0 {
-			return fmt.Errorf("%w: reset: %d survivor(s) %s", ErrAgent, d.Survivors, d.Error)
-		}
-		return nil
-	case <-a.done:
-		return a.broken()
-	case <-t.C:
-		return fmt.Errorf("%w: no answer to reset within %v", ErrAgent, timeout)
+	f, err := s.await(timeout, "reset")
+	if err != nil {
+		return err
 	}
+	var d agentproto.ResetDoneMsg
+	if f.Type != agentproto.ResetDone || f.Decode(&d) != nil {
+		return fmt.Errorf("%w: bad answer to reset", ErrAgent)
+	}
+	if d.Error != "" || d.Survivors > 0 {
+		return fmt.Errorf("%w: reset: %d survivor(s) %s", ErrAgent, d.Survivors, d.Error)
+	}
+	return nil
 }

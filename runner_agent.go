@@ -27,9 +27,9 @@ func (r agentRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcom
 	if err := a.broken(); err != nil {
 		return lost(err)
 	}
-	id, frames := a.register()
-	defer a.unregister(id)
-	err := a.send(agentproto.Exec, id, agentproto.ExecMsg{
+	st := a.register()
+	defer a.unregister(st)
+	err := a.send(agentproto.Exec, st.id, agentproto.ExecMsg{
 		Argv:      s.cmd,
 		Env:       s.env,
 		Dir:       s.dir,
@@ -41,17 +41,20 @@ func (r agentRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcom
 	if err != nil {
 		return lost(err)
 	}
-	x := &agentCall{a: a, id: id, s: s, grace: time.NewTimer(time.Hour), stdinErr: make(chan error, 1)}
+	x := &agentCall{a: a, st: st, s: s, grace: time.NewTimer(time.Hour), stdinErr: make(chan error, 1)}
 	x.grace.Stop()
 	defer x.grace.Stop()
 	if s.stdin != nil {
-		f := feed(s.stdin, agentChunk,
-			func(b []byte) error { return a.write(agentproto.Stdin, id, b) },
-			func() error { return a.write(agentproto.StdinEOF, id, nil) },
+		// Within the window the agent grants: a command that does not read
+		// its input holds at most a window of it in the container.
+		f := feed(s.stdin, agentproto.Chunk,
+			func(b []byte) error { return st.send(agentproto.Stdin, b) },
+			func() error { return a.write(agentproto.StdinEOF, st.id, nil) },
 			func(err error) { x.stdinErr <- err })
 		defer f.stop()
+		defer st.close() // before f.stop: a send waiting for credit returns
 	}
-	return x.wait(ctx, frames)
+	return x.wait(ctx)
 }
 
 // lost is the outcome of a command whose session ended: the container died
@@ -64,7 +67,7 @@ func lost(err error) outcome {
 // agentCall is one command on the agent path, while it runs.
 type agentCall struct {
 	a        *agentConn
-	id       uint32
+	st       *stream
 	s        *execSpec
 	grace    *time.Timer // after a kill, how long the agent has to confirm it
 	stdinErr chan error
@@ -75,14 +78,9 @@ type agentCall struct {
 
 // wait moves the command's frames until its Exit, ctx's end, or the end of
 // the session.
-func (x *agentCall) wait(ctx context.Context, frames chan agentproto.Frame) outcome {
+func (x *agentCall) wait(ctx context.Context) outcome {
 	for {
-		var ctxDone <-chan struct{}
-		if !x.killed {
-			ctxDone = ctx.Done()
-		}
-		select {
-		case f := <-frames:
+		for f, ok := x.st.next(); ok; f, ok = x.st.next() {
 			switch f.Type {
 			case agentproto.Stdout, agentproto.Stderr:
 				x.output(f)
@@ -93,6 +91,13 @@ func (x *agentCall) wait(ctx context.Context, frames chan agentproto.Frame) outc
 				}
 				return x.result(ctx, m)
 			}
+		}
+		var ctxDone <-chan struct{}
+		if !x.killed {
+			ctxDone = ctx.Done()
+		}
+		select {
+		case <-x.st.ready:
 		case err := <-x.stdinErr:
 			x.kill(fmt.Errorf("%w: %w", errStdinFailed, err))
 		case <-ctxDone:
@@ -116,6 +121,7 @@ func (x *agentCall) output(f agentproto.Frame) {
 		w = x.s.stderr
 	}
 	_, err := w.Write(f.Payload)
+	x.st.consumed(len(f.Payload))
 	recycle(f.Payload)
 	if err != nil && !x.killed {
 		if !errors.Is(err, ErrOutputLimitExceeded) {
@@ -133,7 +139,7 @@ func (x *agentCall) kill(why error) {
 	}
 	x.killed, x.cause = true, why
 	x.s.op.killAll()
-	_ = x.a.write(agentproto.Kill, x.id, nil)
+	_ = x.a.write(agentproto.Kill, x.st.id, nil)
 	x.grace.Reset(agentKillGrace)
 }
 

@@ -74,6 +74,8 @@ type client struct {
 
 	mu     sync.Mutex
 	queues map[uint32]chan agentproto.Frame
+	// credit: what the agent lets this client send on each id (flow control).
+	credit map[uint32]*agentproto.Credit
 	done   chan struct{} // closed when the agent's stdout ended
 	readEr error
 
@@ -120,7 +122,7 @@ func startAgentAs(t testing.TB, cred *syscall.Credential) *client {
 // and stdout (docker run -i).
 func startClient(t testing.TB, cmd *exec.Cmd) *client {
 	t.Helper()
-	c := &client{t: t, cmd: cmd, queues: map[uint32]chan agentproto.Frame{}, done: make(chan struct{}), exited: make(chan struct{})}
+	c := &client{t: t, cmd: cmd, queues: map[uint32]chan agentproto.Frame{}, credit: map[uint32]*agentproto.Credit{}, done: make(chan struct{}), exited: make(chan struct{})}
 	c.cmd.Stderr = &c.stderr
 	var err error
 	if c.in, err = c.cmd.StdinPipe(); err != nil {
@@ -179,8 +181,48 @@ func (c *client) read(r io.Reader) {
 			close(c.done)
 			return
 		}
+		if f.Type == agentproto.Grant {
+			n, err := agentproto.GrantOf(f)
+			if err != nil {
+				c.t.Errorf("grant: %v", err)
+			}
+			c.creditOf(f.ID).Add(n)
+			continue
+		}
 		c.queue(f.ID) <- f
 	}
+}
+
+// creditOf returns the credit for data this client sends on id.
+func (c *client) creditOf(id uint32) *agentproto.Credit {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cr := c.credit[id]
+	if cr == nil {
+		cr = agentproto.NewCredit()
+		c.credit[id] = cr
+	}
+	return cr
+}
+
+// sendData sends data on id within the credit the agent granted.
+func (c *client) sendData(id uint32, b []byte) {
+	for len(b) > 0 {
+		n := c.creditOf(id).Take(min(len(b), 64<<10), c.done)
+		if n == 0 {
+			return // the agent is gone
+		}
+		c.send(agentproto.Stdin, id, b[:n])
+		b = b[n:]
+	}
+}
+
+// grant gives the agent credit back for n bytes of output of id. A test
+// may have closed the agent's stdin: the grant is lost then, as it would be.
+func (c *client) grant(id uint32, n int) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = agentproto.Write(c.in, agentproto.Grant, id, agentproto.GrantPayload(n))
 }
 
 func (c *client) queue(id uint32) chan agentproto.Frame {
@@ -283,8 +325,10 @@ func (c *client) wait(id uint32) result {
 		switch f.Type {
 		case agentproto.Stdout:
 			r.stdout = append(r.stdout, f.Payload...)
+			c.grant(id, len(f.Payload))
 		case agentproto.Stderr:
 			r.stderr = append(r.stderr, f.Payload...)
+			c.grant(id, len(f.Payload))
 		case agentproto.Exit:
 			if err := f.Decode(&r.exit); err != nil {
 				c.t.Fatal(err)
@@ -309,15 +353,12 @@ func (c *client) run(msg agentproto.ExecMsg, stdin []byte) result {
 		if stdin == nil {
 			return
 		}
-		for b := stdin; len(b) > 0; {
-			n := min(len(b), 64<<10)
-			c.send(agentproto.Stdin, id, b[:n])
-			b = b[n:]
-		}
+		c.sendData(id, stdin)
 		c.send(agentproto.StdinEOF, id, nil)
 	}()
 	r := c.wait(id)
-	<-sent // the agent never stops reading: the sender ends
+	c.creditOf(id).Close() // the exec is over: a sender waiting for credit stops, as the pool's does
+	<-sent
 	return r
 }
 

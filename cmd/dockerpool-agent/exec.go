@@ -19,7 +19,7 @@ const (
 	// recognized in /proc.
 	execIDEnv = "DOCKERPOOL_EXEC_ID"
 	// chunkSize bounds the output read at once, and so a data frame.
-	chunkSize = 32 << 10
+	chunkSize = agentproto.Chunk
 	// outputGrace is how long the end of the output may lag behind a kill
 	// before the agent closes the pipes itself (something it could not kill
 	// holds them).
@@ -44,7 +44,8 @@ type execution struct {
 	serial uint64 // unique over the agent's life, unlike id
 	msg    agentproto.ExecMsg
 	token  string
-	stdin  *stdinQueue // nil: stdin is /dev/null
+	stdin  *inbox             // nil: stdin is /dev/null
+	out    *agentproto.Credit // the window of its output
 
 	pid  atomic.Int64  // main process, also its process group; 0 until started
 	done chan struct{} // closed once the Exit is sent
@@ -72,9 +73,9 @@ func (a *agent) handleExec(f agentproto.Frame) {
 		go a.out.json(agentproto.Exit, f.ID, agentproto.ExitMsg{Code: -1, Error: err.Error()})
 		return
 	}
-	e := &execution{a: a, id: f.ID, msg: msg, token: newToken(), done: make(chan struct{}), killCh: make(chan struct{}), left: msg.Limit}
+	e := &execution{a: a, id: f.ID, msg: msg, token: newToken(), done: make(chan struct{}), killCh: make(chan struct{}), left: msg.Limit, out: agentproto.NewCredit()}
 	if msg.Stdin {
-		e.stdin = newStdinQueue()
+		e.stdin = newInbox(a.granter(f.ID))
 	}
 	a.mu.Lock()
 	a.serial++
@@ -82,13 +83,6 @@ func (a *agent) handleExec(f agentproto.Frame) {
 	a.execs[f.ID] = e
 	a.mu.Unlock()
 	go e.run()
-}
-
-// lookup returns the exec with that id, or nil.
-func (a *agent) lookup(id uint32) *execution {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.execs[id]
 }
 
 // run runs the command and sends its Exit, always exactly once and last.
@@ -101,6 +95,7 @@ func (e *execution) run() {
 	if e.stdin != nil {
 		e.stdin.stop()
 	}
+	e.out.Close()
 	a.out.json(agentproto.Exit, e.id, x)
 	close(e.done)
 }
@@ -218,20 +213,23 @@ func (a *agent) unmain(pid int) {
 
 // pump streams one output pipe as data frames until EOF, enforcing Limit on
 // stdout and stderr together: exactly Limit bytes go out, then the command is
-// killed and the rest is read and dropped.
+// killed and the rest is read and dropped. It sends only what the window of
+// the command's output allows: while the pool's caller reads slowly, the
+// pipe fills and the command waits, and nothing else does. After a kill the
+// rest is read and dropped.
 func (e *execution) pump(f *os.File, t agentproto.Type, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer f.Close()
 	buf := make([]byte, chunkSize)
+	dropping := false
 	for {
 		n, err := f.Read(buf)
-		if n > 0 {
+		if n > 0 && !dropping {
 			m := e.allow(n)
-			if m > 0 {
-				e.a.out.frame(t, e.id, buf[:m])
-			}
+			dropping = !e.a.out.send(t, e.id, buf[:m], e.out, e.killCh)
 			if m < n {
 				e.kill(reasonLimit)
+				dropping = true
 			}
 		}
 		if err != nil {

@@ -19,7 +19,7 @@ import (
 func TestHandshake(t *testing.T) {
 	t.Parallel()
 	c := startAgent(t)
-	if c.hello.Version != 1 {
+	if c.hello.Version != agentproto.Version {
 		t.Errorf("hello version %d", c.hello.Version)
 	}
 	if c.hello.Agent != agentName || c.hello.PID != c.cmd.Process.Pid {

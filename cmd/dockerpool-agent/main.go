@@ -57,10 +57,11 @@ type agent struct {
 	// agent that is not yet known as an exec's main process.
 	startMu sync.RWMutex
 
-	mu     sync.Mutex
-	execs  map[uint32]*execution // by frame id, until the Exit is sent
-	mains  map[int]bool          // PIDs os/exec waits for: the reaper leaves them alone
-	serial uint64                // last execution serial
+	mu        sync.Mutex
+	execs     map[uint32]*execution // by frame id, until the Exit is sent
+	transfers map[uint32]*transfer  // by frame id, until the Done is sent
+	mains     map[int]bool          // PIDs os/exec waits for: the reaper leaves them alone
+	serial    uint64                // last execution serial
 
 	ownMu  sync.Mutex
 	owners map[procKey]uint64 // the exec (serial) a process was seen to belong to
@@ -68,12 +69,13 @@ type agent struct {
 
 func newAgent() *agent {
 	return &agent{
-		pid:    os.Getpid(),
-		out:    &writer{w: os.Stdout},
-		log:    log.New(os.Stderr, "dockerpool-agent: ", 0),
-		execs:  map[uint32]*execution{},
-		mains:  map[int]bool{},
-		owners: map[procKey]uint64{},
+		pid:       os.Getpid(),
+		out:       &writer{w: os.Stdout},
+		log:       log.New(os.Stderr, "dockerpool-agent: ", 0),
+		execs:     map[uint32]*execution{},
+		transfers: map[uint32]*transfer{},
+		mains:     map[int]bool{},
+		owners:    map[procKey]uint64{},
 	}
 }
 

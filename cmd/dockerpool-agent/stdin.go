@@ -1,59 +1,81 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"os"
 	"sync"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
 )
 
-// stdinQueue carries Stdin frames to a command's stdin pipe. The frame reader
-// must never wait for a command that does not read its input (that would
-// stall every other exec and the Kill frames), so the queue is unbounded: the
-// protocol has no flow control for stdin, the pool's sender is trusted to
-// keep it reasonable.
-type stdinQueue struct {
+// errStopped is what an inbox's reader gets once its stream is over.
+var errStopped = errors.New("stream stopped")
+
+// inbox carries the data frames of one stream (a command's stdin, the
+// content of a Put) to its consumer. The frame reader must never wait for a
+// consumer (that would stall every other stream and the Kill frames), so it
+// only queues; what it may queue is bounded by the stream's window (see
+// agentproto's flow control): the pool sends at most Window bytes that the
+// inbox has not given credit back for, and the inbox gives credit back as
+// the consumer takes the data.
+type inbox struct {
 	mu     sync.Mutex
 	chunks [][]byte
-	eof    bool     // StdinEOF came: close the pipe once the queue is written
-	closed bool     // the exec is over: drop everything
-	w      *os.File // the pipe, once feed runs
+	eof    bool     // StdinEOF came: the end, once the queue is consumed
+	closed bool     // the stream is over: drop everything
+	w      *os.File // the command's stdin pipe, once feed runs
 	wake   chan struct{}
+	ack    agentproto.Acker
+	grant  func(n int) // sends a Grant frame
+	cur    []byte      // the chunk Read is in the middle of
 }
 
-func newStdinQueue() *stdinQueue {
-	return &stdinQueue{wake: make(chan struct{}, 1)}
+func newInbox(grant func(n int)) *inbox {
+	return &inbox{wake: make(chan struct{}, 1), grant: grant}
 }
 
-func (q *stdinQueue) signal() {
+func (q *inbox) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
 }
 
-// push queues data for the command.
-func (q *stdinQueue) push(b []byte) {
+// push queues data for the consumer. It reports false when the data overruns
+// the window (the pool broke the protocol); the data is dropped then.
+func (q *inbox) push(b []byte) bool {
 	if len(b) == 0 {
-		return
+		return true
+	}
+	if !q.ack.Received(len(b)) {
+		q.ack.Consumed(len(b))
+		return false
 	}
 	q.mu.Lock()
 	if !q.eof && !q.closed {
 		q.chunks = append(q.chunks, b)
+		b = nil
 	}
 	q.mu.Unlock()
+	if b != nil { // after the end: dropped, but the window is whole again
+		q.consumed(len(b))
+	}
 	q.signal()
+	return true
 }
 
-// closeInput closes the command's stdin after the queued data.
-func (q *stdinQueue) closeInput() {
+// closeInput ends the stream after the queued data.
+func (q *inbox) closeInput() {
 	q.mu.Lock()
 	q.eof = true
 	q.mu.Unlock()
 	q.signal()
 }
 
-// stop ends the feeding at once: the exec is over. Closing the pipe also
-// unblocks a write the command does not read.
-func (q *stdinQueue) stop() {
+// stop ends the stream at once: the command or transfer is over. Closing the
+// pipe also unblocks a write the command does not read.
+func (q *inbox) stop() {
 	q.mu.Lock()
 	q.closed = true
 	q.chunks = nil
@@ -65,9 +87,57 @@ func (q *stdinQueue) stop() {
 	q.signal()
 }
 
-// feed writes the queue to w until StdinEOF or stop, then closes w. When the
-// command stops reading (EPIPE), the rest is dropped.
-func (q *stdinQueue) feed(w *os.File) {
+// next waits for the next chunk; it returns io.EOF at the end of the data
+// and errStopped once the stream was stopped. The caller passes the chunk's
+// length to consumed once it has used it.
+func (q *inbox) next() ([]byte, error) {
+	for {
+		q.mu.Lock()
+		switch {
+		case q.closed:
+			q.mu.Unlock()
+			return nil, errStopped
+		case len(q.chunks) > 0:
+			c := q.chunks[0]
+			q.chunks[0] = nil
+			q.chunks = q.chunks[1:]
+			q.mu.Unlock()
+			return c, nil
+		case q.eof:
+			q.mu.Unlock()
+			return nil, io.EOF
+		}
+		q.mu.Unlock()
+		<-q.wake
+	}
+}
+
+// consumed gives credit back for n bytes the consumer used.
+func (q *inbox) consumed(n int) {
+	if k := q.ack.Consumed(n); k > 0 {
+		q.grant(k)
+	}
+}
+
+// Read makes the inbox an io.Reader, for a Put.
+func (q *inbox) Read(p []byte) (int, error) {
+	if len(q.cur) == 0 {
+		c, err := q.next()
+		if err != nil {
+			return 0, err
+		}
+		q.cur = c
+	}
+	n := copy(p, q.cur)
+	q.cur = q.cur[n:]
+	q.consumed(n)
+	return n, nil
+}
+
+// feed writes the stream to a command's stdin pipe until its end or stop,
+// then closes the pipe. When the command stops reading (EPIPE), the rest is
+// dropped, with credit given back as if it was written.
+func (q *inbox) feed(w *os.File) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -79,24 +149,15 @@ func (q *stdinQueue) feed(w *os.File) {
 	defer w.Close()
 	broken := false
 	for {
-		q.mu.Lock()
-		chunks, eof, closed := q.chunks, q.eof, q.closed
-		q.chunks = nil
-		q.mu.Unlock()
-		if closed {
+		c, err := q.next()
+		if err != nil {
 			return
 		}
-		for _, c := range chunks {
-			if broken {
-				break
-			}
+		if !broken {
 			if _, err := w.Write(c); err != nil {
 				broken = true
 			}
 		}
-		if eof {
-			return // everything pushed before StdinEOF was in chunks
-		}
-		<-q.wake
+		q.consumed(len(c))
 	}
 }

@@ -32,6 +32,20 @@ func (w *writer) frame(t agentproto.Type, id uint32, payload []byte) {
 	}
 }
 
+// send writes data as frames of type t, as the stream's credit allows. It
+// reports false when stop closes (or the stream ends) before all of it went.
+func (w *writer) send(t agentproto.Type, id uint32, data []byte, credit *agentproto.Credit, stop <-chan struct{}) bool {
+	for len(data) > 0 {
+		k := credit.Take(len(data), stop)
+		if k == 0 {
+			return false
+		}
+		w.frame(t, id, data[:k])
+		data = data[k:]
+	}
+	return true
+}
+
 // json writes a control frame.
 func (w *writer) json(t agentproto.Type, id uint32, v any) {
 	w.mu.Lock()
@@ -49,7 +63,8 @@ func knownType(t agentproto.Type) bool {
 	switch t {
 	case agentproto.Hello, agentproto.Exec, agentproto.Stdin, agentproto.StdinEOF,
 		agentproto.Kill, agentproto.Stdout, agentproto.Stderr, agentproto.Exit,
-		agentproto.Reset, agentproto.ResetDone, agentproto.Ping, agentproto.Pong:
+		agentproto.Reset, agentproto.ResetDone, agentproto.Ping, agentproto.Pong,
+		agentproto.Grant, agentproto.Put, agentproto.Get, agentproto.Done:
 		return true
 	}
 	return false
@@ -70,11 +85,13 @@ func likelyHeader(b []byte) bool {
 	switch agentproto.Type(b[0]) {
 	case agentproto.StdinEOF, agentproto.Kill:
 		return n == 0
+	case agentproto.Grant:
+		return n == 4
 	case agentproto.Ping:
 		return n <= 64
 	case agentproto.Stdin:
 		return n > 0 && n <= agentproto.MaxPayload
-	case agentproto.Hello, agentproto.Exec, agentproto.Reset:
+	case agentproto.Hello, agentproto.Exec, agentproto.Reset, agentproto.Put, agentproto.Get:
 		return n >= 2 && n <= agentproto.MaxPayload && len(b) > agentproto.HeaderSize && b[agentproto.HeaderSize] == '{'
 	}
 	return false
@@ -96,7 +113,7 @@ func (a *agent) serve(r io.Reader) {
 		}
 		ok := plausibleHeader(hdr)
 		if ok && skipped > 0 {
-			if t := agentproto.Type(hdr[0]); t == agentproto.Hello || t == agentproto.Exec || t == agentproto.Reset {
+			if t := agentproto.Type(hdr[0]); t == agentproto.Hello || t == agentproto.Exec || t == agentproto.Reset || t == agentproto.Put || t == agentproto.Get {
 				if hdr, err = br.Peek(agentproto.HeaderSize + 1); err != nil {
 					a.readEnded(err, skipped+len(hdr))
 					return
@@ -150,18 +167,23 @@ func (a *agent) dispatch(f agentproto.Frame) {
 		}
 	case agentproto.Exec:
 		a.handleExec(f)
+	case agentproto.Put, agentproto.Get:
+		a.handleTransfer(f)
 	case agentproto.Stdin:
-		if e := a.lookup(f.ID); e != nil && e.stdin != nil {
-			e.stdin.push(f.Payload)
+		if in := a.stream(f.ID).input(); in != nil && !in.push(f.Payload) {
+			a.log.Printf("stream %d: %d bytes beyond its window, dropped", f.ID, len(f.Payload))
 		}
 	case agentproto.StdinEOF:
-		if e := a.lookup(f.ID); e != nil && e.stdin != nil {
-			e.stdin.closeInput()
+		if in := a.stream(f.ID).input(); in != nil {
+			in.closeInput()
+		}
+	case agentproto.Grant:
+		n, err := agentproto.GrantOf(f)
+		if out := a.stream(f.ID).output(); out != nil && err == nil {
+			out.Add(n)
 		}
 	case agentproto.Kill:
-		if e := a.lookup(f.ID); e != nil {
-			e.kill(reasonKill)
-		}
+		a.stream(f.ID).abort()
 	case agentproto.Reset:
 		a.handleReset(f)
 	case agentproto.Ping:

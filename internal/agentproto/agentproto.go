@@ -23,6 +23,24 @@
 //	pool → agent   Kill                 (on timeout or cancel)
 //	agent → pool   Exit{...}            always last for that id
 //
+// and for each file transfer:
+//
+//	pool → agent   Put{...}             write a file, or unpack a tar, from
+//	pool → agent   Stdin data ... StdinEOF
+//	pool → agent   Get{...}             read a file, or pack a tar, to
+//	agent → pool   Stdout data ...
+//	pool → agent   Kill                 abort it
+//	agent → pool   Done{...}            always last for that id
+//
+// Flow control. Data goes both ways under a window of credit per id and
+// direction, as in HTTP/2: the sender of Stdin, Stdout and Stderr data may
+// have at most Window bytes of it that the receiver has not acknowledged yet,
+// and the receiver acknowledges what it consumed (wrote to the command, the
+// file, or the pool's caller) with Grant frames whose payload is the count
+// of bytes, a big-endian uint32. So a command that does not read its input,
+// or a caller that reads its output slowly, holds at most Window bytes in the
+// other side's memory and stalls only its own stream, never the connection.
+//
 // Reset asks the agent to kill every process it started and empty
 // directories; it answers ResetDone. Ping is answered by Pong.
 package agentproto
@@ -36,8 +54,16 @@ import (
 )
 
 // Version of the protocol. The agent announces it in Hello; the pool refuses
-// an agent of another version.
-const Version = 1
+// an agent of another version. Version 2 added flow control, file transfers,
+// resource usage and per-command limits.
+const Version = 2
+
+// Window is the credit each side starts with, per id and direction: the
+// bytes of data that may be in flight unacknowledged.
+const Window = 1 << 20
+
+// Chunk is the largest data payload either side sends.
+const Chunk = 64 << 10
 
 // MaxPayload bounds a frame's payload. Data is sent in chunks of at most
 // this size.
@@ -63,6 +89,10 @@ const (
 	ResetDone Type = 'z' // agent → pool: ResetDoneMsg
 	Ping      Type = 'P' // pool → agent
 	Pong      Type = 'p' // agent → pool
+	Grant     Type = 'W' // both ways: 4 bytes, big-endian: credit, for data of this id consumed
+	Put       Type = 'F' // pool → agent: PutMsg; Stdin frames carry the data
+	Get       Type = 'G' // pool → agent: GetMsg; Stdout frames carry the data
+	Done      Type = 'D' // agent → pool: DoneMsg, the last frame of a Put or Get
 )
 
 // HelloMsg opens the session.
@@ -81,6 +111,11 @@ type ExecMsg struct {
 	TimeoutMS int64    `json:"timeout_ms,omitempty"`
 	Limit     int64    `json:"limit,omitempty"` // stdout+stderr bytes; 0: none
 	Stdin     bool     `json:"stdin,omitempty"` // Stdin frames follow; else stdin is empty
+
+	// Limits of the command's processes; 0: none.
+	CPUTimeMS    int64 `json:"cpu_time_ms,omitempty"`    // user+system of all of them together
+	MaxFileSize  int64 `json:"max_file_size,omitempty"`  // RLIMIT_FSIZE, bytes
+	MaxOpenFiles int   `json:"max_open_files,omitempty"` // RLIMIT_NOFILE
 }
 
 // ExitMsg ends an exec.
@@ -98,6 +133,62 @@ type ExitMsg struct {
 	// clean up: the container must not be reused.
 	Survivors int    `json:"survivors,omitempty"`
 	Error     string `json:"error,omitempty"` // the agent's own failure, if any
+
+	// Signal ended the main process (0: it exited; Code is then its status).
+	Signal int `json:"signal,omitempty"`
+	// CPULimited: killed because CPUTimeMS was used up.
+	CPULimited bool `json:"cpu_limited,omitempty"`
+	// OOM: the kernel's OOM killer killed a process of the command.
+	OOM bool `json:"oom,omitempty"`
+	// What the command used: wall time, and the CPU time and largest
+	// resident set of all its processes (those reparented to the agent
+	// included), in microseconds and bytes.
+	WallUS   int64 `json:"wall_us,omitempty"`
+	UserUS   int64 `json:"user_us,omitempty"`
+	SystemUS int64 `json:"system_us,omitempty"`
+	MaxRSS   int64 `json:"max_rss,omitempty"`
+}
+
+// Kinds of file transfer, for PutMsg and GetMsg.
+const (
+	KindFile = "file" // one regular file
+	KindTar  = "tar"  // a tar stream: unpacked into a directory, or packed from a path
+)
+
+// PutMsg writes into the container what the Stdin frames of its id carry.
+type PutMsg struct {
+	Kind string `json:"kind"`
+	// Path: for a file, its absolute path (replaced whole: the data goes to
+	// a temporary file that is renamed over it at the end); for a tar, the
+	// directory to unpack into (made if missing).
+	Path string `json:"path"`
+	Mode uint32 `json:"mode,omitempty"` // a file's permission bits
+}
+
+// GetMsg reads from the container, as Stdout frames of its id.
+type GetMsg struct {
+	Kind string `json:"kind"`
+	Path string `json:"path"` // absolute; for a tar, a file or a directory
+	// Max bounds the content bytes (a file's, or the regular files' of a
+	// tar together): past it the agent stops and reports TooLarge. -1: none.
+	Max int64 `json:"max"`
+}
+
+// DoneMsg ends a Put or a Get.
+type DoneMsg struct {
+	Error string `json:"error,omitempty"`
+	// Errno is the system error behind Error, when there is one (ENOENT,
+	// EISDIR, ENOSPC, EACCES...), so that the pool can wrap it.
+	Errno int `json:"errno,omitempty"`
+	// TooLarge: the content passed Max (Get), Invalid: the input is not
+	// acceptable (a tar that is not one, an entry that would land outside
+	// the directory, a device node...).
+	TooLarge bool `json:"too_large,omitempty"`
+	Invalid  bool `json:"invalid,omitempty"`
+	// Clean says that an unfinished Put left nothing half written: every
+	// file is whole or absent.
+	Clean bool  `json:"clean,omitempty"`
+	Size  int64 `json:"size,omitempty"` // content bytes moved
 }
 
 // ResetMsg asks the agent to make the container clean for the next user.
@@ -195,8 +286,24 @@ func (f Frame) Decode(v any) error {
 
 func (t Type) known() bool {
 	switch t {
-	case Hello, Exec, Stdin, StdinEOF, Kill, Stdout, Stderr, Exit, Reset, ResetDone, Ping, Pong:
+	case Hello, Exec, Stdin, StdinEOF, Kill, Stdout, Stderr, Exit, Reset, ResetDone, Ping, Pong,
+		Grant, Put, Get, Done:
 		return true
 	}
 	return false
+}
+
+// GrantPayload encodes a Grant frame's payload.
+func GrantPayload(n int) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(n))
+	return b[:]
+}
+
+// GrantOf decodes a Grant frame's payload.
+func GrantOf(f Frame) (int, error) {
+	if len(f.Payload) != 4 {
+		return 0, fmt.Errorf("agentproto: grant frame of %d bytes", len(f.Payload))
+	}
+	return int(binary.BigEndian.Uint32(f.Payload)), nil
 }

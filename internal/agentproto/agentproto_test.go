@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"testing"
+	"testing/synctest"
 )
 
 func TestFramesRoundTripInOrder(t *testing.T) {
@@ -67,4 +68,57 @@ func FuzzReadNeverPanics(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCreditNeverLetsMoreThanTheWindowOutUntilItIsAcknowledged(t *testing.T) {
+	// In a bubble, so that synctest.Wait can tell that a taker is blocked
+	// for good: the Credit and its channels are made inside.
+	synctest.Test(t, func(t *testing.T) {
+		c := NewCredit()
+		stop := make(chan struct{})
+		sent := 0
+		for sent < Window {
+			sent += c.Take(Chunk, stop)
+		}
+		if sent != Window {
+			t.Fatalf("sent %d, window %d", sent, Window)
+		}
+		got := make(chan int, 1)
+		go func() { got <- c.Take(Chunk, stop) }()
+		synctest.Wait() // the taker is blocked for good, or has taken
+		select {
+		case n := <-got:
+			t.Fatalf("took %d bytes beyond the window", n)
+		default:
+		}
+		c.Add(100)
+		if n := <-got; n != 100 {
+			t.Fatalf("took %d after 100 bytes of credit", n)
+		}
+		close(stop)
+		if n := c.Take(1, stop); n != 0 {
+			t.Fatalf("took %d after stop", n)
+		}
+	})
+}
+
+func TestAckerAcknowledgesByQuartersAndWhenDrainedAndCatchesOverruns(t *testing.T) {
+	var a Acker
+	if !a.Received(Window) {
+		t.Fatal("a full window is within the window")
+	}
+	if n := a.Consumed(1000); n != 0 {
+		t.Fatalf("acknowledged %d of a small part", n)
+	}
+	if n := a.Consumed(Window/4 - 1000); n != Window/4 {
+		t.Fatalf("acknowledged %d at a quarter", n)
+	}
+	if a.Received(Window/4 + 1) {
+		t.Fatal("an overrun went unnoticed")
+	}
+	var b Acker
+	b.Received(10)
+	if n := b.Consumed(10); n != 10 {
+		t.Fatalf("acknowledged %d when drained", n)
+	}
 }
