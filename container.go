@@ -2,6 +2,7 @@ package dockerpool
 
 import (
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 )
@@ -49,6 +50,15 @@ func newHandle(p *Pool, id string, lease uint64, needMark bool, agent *agentConn
 
 // ID returns the Docker container ID.
 func (c *Container) ID() string { return c.id }
+
+// Image returns the image the container runs, as Config.Image.Name (or
+// ContainerConfig.Image) names it.
+func (c *Container) Image() string { return c.pool.spec.config.Image }
+
+// Labels returns the container's labels: Config.Labels, the labels of
+// Config.ContainerConfig, and the pool's own (LabelPool, LabelConfig,
+// LabelInstance). The map is a copy: changing it changes nothing.
+func (c *Container) Labels() map[string]string { return maps.Clone(c.pool.spec.config.Labels) }
 
 // Tainted reports whether an exec on this handle timed out, hit its output
 // limit or was cancelled and the pool could not prove that all of its

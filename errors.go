@@ -64,6 +64,23 @@ var (
 	ErrExecTimeout error = execTimeoutError{}
 )
 
+// Errors of file transfers (WriteFile, ReadFile, CopyTo, CopyFrom). System
+// errors in the container come wrapped too, so errors.Is(err,
+// fs.ErrNotExist), errors.Is(err, fs.ErrPermission) and errors.Is(err,
+// syscall.ENOSPC) work.
+var (
+	// ErrFileTooLarge means that a file (ReadFile), or the content of a tree
+	// (CopyFrom), is larger than the max the caller allowed. Nothing more
+	// than max bytes was read: the transfer stopped at the limit.
+	ErrFileTooLarge = errors.New("dockerpool: file too large")
+	// ErrInvalidArchive means that the tar stream given to CopyTo is not
+	// one, or has an entry that would land outside the directory (a name
+	// with "..", an absolute name, a symbolic or hard link that points out of
+	// it), or a device node or fifo. Entries before it were unpacked whole;
+	// nothing was written outside the directory.
+	ErrInvalidArchive = errors.New("dockerpool: invalid tar stream")
+)
+
 // execTimeoutError is ErrExecTimeout: its message does not repeat the one of
 // context.DeadlineExceeded, which it unwraps to.
 type execTimeoutError struct{}

@@ -41,6 +41,9 @@ type Pool struct {
 
 	// Written by the owner, read by anyone.
 	idle, inUse atomic.Int64
+	// The containers' mount table, read by the first file transfer on the
+	// Docker exec path (mounts.go).
+	mounts atomic.Pointer[mountTable]
 	// Written by the owner before done is closed; read after.
 	shutdownErr error
 	finalStats  Stats

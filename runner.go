@@ -24,6 +24,12 @@ type runner interface {
 	// killAll kills every process in the container but its main one, and
 	// verifies that none is left.
 	killAll(ctx context.Context, c *Container) error
+	// put writes into the container what t says (a file, or a tar unpacked
+	// into a directory), get reads from it. They call t.op.ready first. A
+	// transfer cut midway reports left unless the runner knows every file
+	// to be whole or absent.
+	put(ctx context.Context, c *Container, t *transferSpec) outcome
+	get(ctx context.Context, c *Container, t *transferSpec) outcome
 	// name says which path it is, for error messages ("" for Docker exec).
 	name() string
 }

@@ -25,7 +25,13 @@ func (r scriptRunner) exec(ctx context.Context, _ *Container, s *execSpec) outco
 	return r.script(ctx, s)
 }
 func (scriptRunner) killAll(context.Context, *Container) error { return nil }
-func (scriptRunner) name() string                              { return " (script)" }
+func (scriptRunner) put(context.Context, *Container, *transferSpec) outcome {
+	return outcome{err: errors.New("no files")}
+}
+func (scriptRunner) get(context.Context, *Container, *transferSpec) outcome {
+	return outcome{err: errors.New("no files")}
+}
+func (scriptRunner) name() string { return " (script)" }
 
 // scripted acquires a container of a pool on the fake daemon and makes its
 // commands run the script.

@@ -64,9 +64,9 @@ func (a *agent) handleTransfer(f agentproto.Frame) {
 	case err != nil:
 		go a.out.json(agentproto.Done, f.ID, agentproto.DoneMsg{Error: err.Error(), Invalid: true})
 	case f.Type == agentproto.Put:
-		go t.finish(t.put(put))
+		go func() { t.finish(t.put(put)) }() // off the frame reader's goroutine: put reads frames
 	default:
-		go t.finish(t.get(get))
+		go func() { t.finish(t.get(get)) }()
 	}
 }
 
