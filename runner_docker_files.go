@@ -62,7 +62,8 @@ func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, wri
 		return route{}
 	}
 	r := route{archive: true, existing: "/"}
-	for _, elem := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
+	elems := strings.Split(strings.TrimPrefix(dir, "/"), "/")
+	for i, elem := range elems {
 		if elem == "" {
 			continue
 		}
@@ -72,10 +73,11 @@ func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, wri
 			continue
 		}
 		st, err := c.pool.api.ContainerStatPath(ctx, c.id, next)
+		last := i == len(elems)-1 && !write // what a read reads may be a file
 		switch {
 		case cerrdefs.IsNotFound(err):
 			r.missing = append(r.missing, elem)
-		case err != nil, st.Mode&os.ModeSymlink != 0, !st.Mode.IsDir():
+		case err != nil, st.Mode&os.ModeSymlink != 0, !st.Mode.IsDir() && !last:
 			return route{} // let the container resolve it, and say what is wrong
 		default:
 			r.existing = next
@@ -131,6 +133,11 @@ func archivePut(ctx context.Context, c *Container, t *transferSpec, r route) out
 		check.prefix = nil
 	}
 	pr := check.pipe(src)
+	// net/http waits, even for a cancelled request, until its body's reader
+	// returns: when ctx ends, the pipe must fail at once, whatever the
+	// caller's reader does.
+	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(context.Cause(ctx)) })
+	defer stop()
 	err := c.pool.api.CopyToContainer(ctx, c.id, r.existing, pr, container.CopyToContainerOptions{CopyUIDGID: true})
 	pr.CloseWithError(errCopyStopped)
 	switch {
@@ -262,8 +269,9 @@ func shellGet(ctx context.Context, c *Container, t *transferSpec) outcome {
 		if t.max >= 0 {
 			limit = int(t.max) + 1 // one more byte tells that it is larger
 		}
-		code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", getFileScript, "dockerpool-get", t.path}, nil, t.w, limit)
-		if errors.Is(o.cause, ErrOutputLimitExceeded) {
+		w := &counter{w: t.w}
+		code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", getFileScript, "dockerpool-get", t.path}, nil, w, limit)
+		if errors.Is(o.cause, ErrOutputLimitExceeded) || (o.err == nil && o.cause == nil && t.max >= 0 && w.n > t.max) {
 			return outcome{err: tooLarge(t.path, t.max), left: o.left}
 		}
 		return shellOutcome(o, code, stderr, t.path, false)
@@ -360,4 +368,16 @@ func (c *capped) Write(b []byte) (int, error) {
 		c.left -= n
 	}
 	return len(b), nil
+}
+
+// counter counts the bytes written through it.
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }

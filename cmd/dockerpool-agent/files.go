@@ -383,6 +383,7 @@ func packTar(name string, w io.Writer, max int64) error {
 	tw := tar.NewWriter(w)
 	parent := filepath.Dir(name)
 	var total int64
+	seen := map[[2]uint64]string{} // files with several links: the first name, for the next ones
 	err := filepath.WalkDir(name, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -410,6 +411,14 @@ func packTar(name string, w io.Writer, max int64) error {
 			hdr.Name += "/"
 		}
 		hdr.Uname, hdr.Gname = "", ""
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && fi.Mode().IsRegular() && st.Nlink > 1 {
+			key := [2]uint64{uint64(st.Dev), st.Ino}
+			if first, ok := seen[key]; ok { // a hard link to a file sent already, as tar sends it
+				hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+				return tw.WriteHeader(hdr)
+			}
+			seen[key] = hdr.Name
+		}
 		if fi.Mode().IsRegular() {
 			total += fi.Size()
 			if max >= 0 && total > max {
