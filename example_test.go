@@ -160,3 +160,44 @@ func ExamplePool_Shutdown() {
 	// dockerpool: pool is shut down
 	// removed at shutdown: true
 }
+
+// A judge's round: the submission and its input go into the sandbox's /tmp
+// (a tmpfs on a read-only root, where docker cp cannot write), the program
+// runs as nobody, and its answer comes back.
+func ExampleContainer_WriteFile() {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:            "example-files",
+		Network:         dockerpool.NetworkConfig{Name: "none"},
+		Image:           dockerpool.ImageConfig{Name: exampleImage()},
+		HostConfig:      dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
+		ContainerConfig: &container.Config{User: dockerpool.SandboxUser},
+		MinIdle:         1,
+		MaxUses:         1,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+	c, err := pool.Acquire(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Return(ctx, c)
+
+	if err := c.WriteFile(ctx, "/tmp/solve.sh", []byte("read a b < /tmp/input; echo $((a + b)) > /tmp/answer\n"), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.WriteFile(ctx, "/tmp/input", []byte("40 2\n"), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.ExecStd(ctx, []string{"sh", "/tmp/solve.sh"}, dockerpool.ExecOptions{Timeout: 5 * time.Second}); err != nil {
+		log.Fatal(err)
+	}
+	answer, err := c.ReadFile(ctx, "/tmp/answer", 1<<10)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(string(answer))
+	// Output: 42
+}

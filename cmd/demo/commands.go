@@ -71,6 +71,8 @@ func commandTable() []command {
 		{"exec", "<n> <command...>", "run a command in held container n", (*session).cmdExec},
 		{"return", "<n>", "give held container n back to the pool, for reuse", (*session).cmdReturn},
 		{"remove", "<n>", "remove held container n for good; the pool makes a new one", (*session).cmdRemove},
+		{"put", "<local-file> <container-path>", "write a file into the last container you acquired (acquires one if you hold none)", (*session).cmdPut},
+		{"get", "<container-path>", "print a file of the last container you acquired", (*session).cmdGet},
 		{"held", "", "list the containers you hold", (*session).cmdHeld},
 		{"stats", "", "show the pool's counters (Pool.Stats)", (*session).cmdStats},
 		{"burst", "<N> <command...>", fmt.Sprintf("run the command N times at once (N <= %d) and show p50/p95/max latency", maxBurst), (*session).cmdBurst},

@@ -112,6 +112,19 @@ func testSession(t *testing.T, bin string) {
 	wantContains(t, "return", d.do("return "+n), "returned #"+n+" ")
 	wantError(t, "return twice", d.do("return "+n), "no container #"+n+" is held")
 
+	// Files: put acquires a container and holds it; get reads it back.
+	local := filepath.Join(t.TempDir(), "input.txt")
+	if err := os.WriteFile(local, []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, "get with nothing held", d.do("get /tmp/x"), "no container held")
+	wantContains(t, "put", d.do("put "+local+" /tmp/input.txt"), "acquired #", "wrote 14 bytes to /tmp/input.txt")
+	wantContains(t, "get", d.do("get /tmp/input.txt"), "from the host\n", "read 14 bytes")
+	wantContains(t, "a program reads it", d.do("exec 2 cat /tmp/input.txt"), "from the host\n", "exit code 0")
+	wantError(t, "get of nothing", d.do("get /tmp/nope"), `read file "/tmp/nope"`)
+	wantError(t, "put usage", d.do("put onlyone"), "usage: put <local-file> <container-path>")
+	wantContains(t, "return the file's container", d.do("return 2"), "returned #2 ")
+
 	wantError(t, "bad command", d.do("frobnicate now"), `unknown command "frobnicate"`)
 	wantError(t, "bad number", d.do("exec x echo"), `"x" is not a container number`)
 	wantError(t, "bad burst", d.do("burst lots echo"), "burst size must be a number")
