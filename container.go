@@ -36,6 +36,7 @@ const (
 	handleDead     uint64 = 1 << 34 // Docker said the container died or is gone
 	handleRevoked  uint64 = 1 << 35 // Shutdown gave up waiting and removed it
 	handleMarked   uint64 = 1 << 36 // the container was renamed as used
+	handleOOM      uint64 = 1 << 37 // the OOM killer killed a process in it
 )
 
 // newHandle makes the handle of one hand-out. On the agent path, commands go

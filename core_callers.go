@@ -95,6 +95,8 @@ func (c *core) release(r releaseReq, now time.Time) {
 	switch {
 	case r.remove:
 		c.startRemove(s, ReasonUser)
+	case r.flags&handleOOM != 0:
+		c.startRemove(s, ReasonOutOfMemory)
 	case s.dead || r.flags&handleDead != 0:
 		c.startRemove(s, ReasonDied)
 	case r.busy || r.flags&handleTainted != 0:

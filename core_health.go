@@ -74,27 +74,31 @@ func (c *core) event(e eventMsg, now time.Time) {
 		return
 	}
 	switch e.action {
-	case "oom", actionAgentGone:
-		// A process in the container was OOM-killed, or the agent's session
-		// ended: the container may well still run, and its holder may go
-		// on, but it is not reused (a die follows if it stopped).
-		c.retire(s, handleTainted)
+	case "oom":
+		// A process in the container was OOM-killed: the container may well
+		// still run, and its holder may go on (an Exec that ended with 137
+		// learns why), but it is not reused (a die follows if it stopped).
+		c.retire(s, handleOOM|handleTainted, ReasonOutOfMemory)
+		return
+	case actionAgentGone:
+		// The agent's session ended: the container is no use any more.
+		c.retire(s, handleTainted, ReasonDied)
 		return
 	case "die":
 		c.crashed(s, e, now)
 	}
 	s.dead = true
-	c.retire(s, handleDead)
+	c.retire(s, handleDead, ReasonDied)
 }
 
 // retire makes sure a container is not reused: an idle one is removed at
-// once, a leased one gets bits on its handle and goes on Return, and one
-// being checked or reset is marked dead for when its task ends.
-func (c *core) retire(s *slot, bits uint64) {
+// once (for why), a leased one gets bits on its handle and goes on Return,
+// and one being checked or reset is marked dead for when its task ends.
+func (c *core) retire(s *slot, bits uint64, why RemoveReason) {
 	switch s.state {
 	case stIdle:
 		c.removeFromIdle(s)
-		c.startRemove(s, ReasonDied)
+		c.startRemove(s, why)
 	case stLeased:
 		c.flag(s, bits)
 	default:

@@ -277,7 +277,7 @@ func TestCoreMarksALeasedContainerThatDiesAndDiscardsItOnReturn(t *testing.T) {
 	is.Equal(rm.reason, ReasonDied)
 }
 
-func TestCoreTaintsALeasedContainerWhereAProcessWasOOMKilled(t *testing.T) {
+func TestCoreRetiresALeasedContainerWhereAProcessWasOOMKilledForThatReason(t *testing.T) {
 	is := is.New(t)
 	h := newHarness(t, limits{minIdle: 1, maxIdle: 3})
 	h.finishAll(taskCreate)
@@ -287,7 +287,7 @@ func TestCoreTaintsALeasedContainerWhereAProcessWasOOMKilled(t *testing.T) {
 	c.endOp()
 	is.True(c.Tainted())
 	is.NoErr(h.release(c, false))
-	is.Equal(h.finish(taskRemove, nil).reason, ReasonTainted) // but it is not reused
+	is.Equal(h.finish(taskRemove, nil).reason, ReasonOutOfMemory) // but it is not reused, and Stats says why
 	h.finishAll(taskCreate)
 	h.send(eventMsg{id: h.c.idle[0].id, action: "died", exitCode: "137"})
 	is.Equal(len(h.c.idle), 0) // Podman's name for die

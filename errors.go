@@ -64,6 +64,23 @@ var (
 	ErrExecTimeout error = execTimeoutError{}
 )
 
+// Errors of per-command limits (ExecOptions.CPUTime, MaxFileSize,
+// MaxOpenFiles) and of the container's memory limit.
+var (
+	// ErrCPUTimeExceeded means that the command's processes used
+	// ExecOptions.CPUTime together: it was killed (and the kill verified).
+	ErrCPUTimeExceeded = errors.New("dockerpool: CPU time limit exceeded")
+	// ErrOutOfMemory means that the kernel's OOM killer killed a process of
+	// the command: the container reached its memory limit. The container is
+	// not reused (Stats: ReasonOutOfMemory); ExecStd still returns the output
+	// so far.
+	ErrOutOfMemory = errors.New("dockerpool: out of memory")
+	// ErrLimitUnsupported means a limit was asked of a path that cannot
+	// enforce it (CPUTime, MaxFileSize and MaxOpenFiles need the agent path).
+	// Nothing was run.
+	ErrLimitUnsupported = errors.New("dockerpool: limit not supported on this path")
+)
+
 // Errors of file transfers (WriteFile, ReadFile, CopyTo, CopyFrom). System
 // errors in the container come wrapped too, so errors.Is(err,
 // fs.ErrNotExist), errors.Is(err, fs.ErrPermission) and errors.Is(err,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +33,55 @@ type ExecOptions struct {
 	// User runs the command as this user (name or uid[:gid]). Default: the
 	// container's user.
 	User string
+
+	// Limits that hold for every process the command starts, on the agent
+	// path (the Docker exec path refuses them with ErrLimitUnsupported, before
+	// running anything). Zero: no limit.
+	//
+	// CPUTime bounds the CPU time (user and system) of all the command's
+	// processes together: past it the command is killed (and the kill
+	// verified), and the error satisfies errors.Is(err, ErrCPUTimeExceeded).
+	// It is checked every 20ms. MaxFileSize (bytes) is the largest file any
+	// of its processes may write (RLIMIT_FSIZE: a write past it fails with
+	// EFBIG, or kills the process with SIGXFSZ); MaxOpenFiles the most file
+	// descriptors each may have open (RLIMIT_NOFILE). Those two cost an extra
+	// execve of the agent (about a millisecond) to set before the command's
+	// first instruction.
+	CPUTime      time.Duration
+	MaxFileSize  int64
+	MaxOpenFiles int
+
+	// Report, when set, is filled in when ExecStream returns, with an error
+	// too: how the command ended and what it used. (ExecStd returns the same
+	// in its ExecResult.)
+	Report *ExecReport
+}
+
+// Usage is what a command used.
+type Usage struct {
+	Wall   time.Duration // start to exit
+	User   time.Duration // CPU in user mode, all processes the command started
+	System time.Duration // CPU in kernel mode, same processes
+	MaxRSS int64         // bytes: the largest resident set of any one of them
+}
+
+// ExecReport is how a command ended and what it used.
+//
+// On the agent path every field is filled in: the agent is the parent (and
+// subreaper) of every process a command starts, so User, System and MaxRSS
+// cover them all, those that left the command's process group or session and
+// were reparented to it included (from wait4's rusage of each one that ended,
+// and /proc for those still running when the CPU time is checked). On the
+// Docker exec path only Wall is measured (Docker reports nothing of an
+// exec's processes) and Signal is 0: a command killed by a signal and one
+// that exited with 128+n look the same there.
+type ExecReport struct {
+	// ExitCode is as in ExecResult: -1 when the command did not finish.
+	ExitCode int
+	// Signal is the signal that ended the command's main process (ExitCode
+	// is then 128+Signal, as a shell reports it), 0 when it exited.
+	Signal syscall.Signal
+	Usage  Usage
 }
 
 // ExecResult is the outcome of a command run with Exec or ExecStd.
@@ -40,6 +90,9 @@ type ExecResult struct {
 	// be executed, 127 that it was not found in the image. It is -1 when the
 	// command did not finish (an error is returned then).
 	ExitCode int
+	// Signal and Usage: see ExecReport.
+	Signal syscall.Signal
+	Usage  Usage
 	// Stdout and Stderr hold what the command wrote.
 	Stdout []byte
 	Stderr []byte
@@ -62,8 +115,10 @@ func (c *Container) Exec(ctx context.Context, cmd []string) (ExecResult, error) 
 // ErrOutputLimitExceeded the result holds what was kept.
 func (c *Container) ExecStd(ctx context.Context, cmd []string, opts ExecOptions) (ExecResult, error) {
 	var stdout, stderr bytes.Buffer
+	var rep ExecReport
+	opts.Report = &rep
 	code, err := c.ExecStream(ctx, cmd, &stdout, &stderr, opts)
-	return ExecResult{ExitCode: code, Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, err
+	return ExecResult{ExitCode: code, Signal: rep.Signal, Usage: rep.Usage, Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, err
 }
 
 // ExecStream runs cmd and writes its stdout and stderr to the writers as the
@@ -100,8 +155,8 @@ func (c *Container) ExecStream(ctx context.Context, cmd []string, stdout, stderr
 	if len(cmd) == 0 {
 		return -1, ErrEmptyCommand
 	}
-	if opts.Limit < 0 || opts.Timeout < 0 {
-		return -1, fmt.Errorf("%w: negative Limit or Timeout", ErrInvalidConfig)
+	if err := checkExecOptions(opts, c.runner); err != nil {
+		return -1, err
 	}
 	op, err := c.begin(ctx, fmt.Sprintf("exec %q", cmd[0]), opts.Timeout)
 	if err != nil {
@@ -113,15 +168,38 @@ func (c *Container) ExecStream(ctx context.Context, cmd []string, stdout, stderr
 		cmd: cmd, env: opts.Env, dir: opts.WorkingDir, user: opts.User, stdin: opts.Stdin,
 		stdout: lim.wrap(orDiscard(stdout)), stderr: lim.wrap(orDiscard(stderr)),
 		timeout: opts.Timeout, limit: opts.Limit, op: op,
+		cpuTime: opts.CPUTime, maxFileSize: opts.MaxFileSize, maxOpenFiles: opts.MaxOpenFiles,
 	}
+	start, oomBefore := time.Now(), c.state.Load()&handleOOM != 0
 	o := c.runner.exec(op.ctx, c, spec)
+	if o.usage.Wall == 0 {
+		o.usage.Wall = time.Since(start) // the runner could not measure it closer
+	}
 	if lim.hit {
 		o.cause = ErrOutputLimitExceeded
 	}
-	if err := op.finish(o, opts.Limit); err != nil {
-		return -1, err
+	c.noticeOOM(&o, oomBefore)
+	err = op.finish(o, opts.Limit)
+	code := o.code
+	if err != nil {
+		code = -1
 	}
-	return o.code, nil
+	if opts.Report != nil {
+		*opts.Report = ExecReport{ExitCode: code, Signal: o.signal, Usage: o.usage}
+	}
+	return code, err
+}
+
+// checkExecOptions refuses options that are wrong, or that the runner
+// cannot enforce: never a limit silently ignored.
+func checkExecOptions(opts ExecOptions, r runner) error {
+	if opts.Limit < 0 || opts.Timeout < 0 || opts.CPUTime < 0 || opts.MaxFileSize < 0 || opts.MaxOpenFiles < 0 {
+		return fmt.Errorf("%w: negative Limit, Timeout, CPUTime, MaxFileSize or MaxOpenFiles", ErrInvalidConfig)
+	}
+	if (opts.CPUTime > 0 || opts.MaxFileSize > 0 || opts.MaxOpenFiles > 0) && !r.enforcesLimits() {
+		return fmt.Errorf("%w: CPUTime, MaxFileSize and MaxOpenFiles need the agent path (Config.Agent): Docker exec cannot follow a command's processes", ErrLimitUnsupported)
+	}
+	return nil
 }
 
 func orDiscard(w io.Writer) io.Writer {
@@ -242,10 +320,42 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 		return fmt.Errorf("%w: %s wrote more than %d bytes", ErrOutputLimitExceeded, op.what, limit), false
 	case errors.Is(o.cause, ErrExecTimeout):
 		return fmt.Errorf("%w: %s after %v", ErrExecTimeout, op.what, op.timeout), false
+	case errors.Is(o.cause, ErrOutOfMemory):
+		return fmt.Errorf("%w: %s: the kernel's OOM killer killed a process of it (the container's memory limit)", ErrOutOfMemory, op.what), false
+	case errors.Is(o.cause, ErrCPUTimeExceeded):
+		return fmt.Errorf("%w: %s used %v of CPU (limit %v)", ErrCPUTimeExceeded, op.what, (o.usage.User + o.usage.System).Round(time.Millisecond), o.limitCPU), false
 	case o.cause != nil:
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.cause), false
 	}
 	return nil, false
+}
+
+// oomWait bounds the wait, after a Docker exec that ended with 137, for the
+// daemon's "oom" event that tells an OOM kill from any other SIGKILL.
+const oomWait = 500 * time.Millisecond
+
+// noticeOOM turns a command one of whose processes the OOM killer killed
+// into ErrOutOfMemory, and marks the handle so that Return removes the
+// container. The agent reads the container's cgroup and says so. On the
+// Docker exec path the daemon's "oom" event sets the handle's OOM flag
+// (through the owner): a flag that came up during the command counts, and a
+// command that ended with 137 waits briefly for the event, which can lag.
+func (c *Container) noticeOOM(o *outcome, before bool) {
+	if !c.runner.enforcesLimits() && !before {
+		if o.err == nil && o.cause == nil && o.code == 137 {
+			deadline := time.Now().Add(oomWait)
+			for c.state.Load()&handleOOM == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond) // the flag comes from the owner: nothing to block on
+			}
+		}
+		o.oom = c.state.Load()&handleOOM != 0
+	}
+	if o.oom {
+		c.state.Or(handleOOM)
+		if o.err == nil && (o.cause == nil || errors.Is(o.cause, context.Canceled)) {
+			o.cause = ErrOutOfMemory
+		}
+	}
 }
 
 // KillProcesses kills every process in the container but its main one (PID

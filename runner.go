@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +33,9 @@ type runner interface {
 	get(ctx context.Context, c *Container, t *transferSpec) outcome
 	// name says which path it is, for error messages ("" for Docker exec).
 	name() string
+	// enforcesLimits reports whether the runner applies execSpec's limits
+	// to every process of a command, and measures their usage.
+	enforcesLimits() bool
 }
 
 // execSpec is one command as the frame hands it to a runner.
@@ -48,6 +52,11 @@ type execSpec struct {
 	timeout time.Duration
 	limit   int
 	op      *operation
+	// Limits of the command's processes (only for a runner that
+	// enforcesLimits).
+	cpuTime      time.Duration
+	maxFileSize  int64
+	maxOpenFiles int
 }
 
 // outcome is how a command ended, as its runner saw it.
@@ -67,6 +76,11 @@ type outcome struct {
 	// left: what the command may have left running could not be verified
 	// gone. The container is tainted.
 	left error
+	// How it ended and what it used, as far as the runner can tell.
+	signal   syscall.Signal
+	usage    Usage
+	limitCPU time.Duration // the CPUTime it was killed at, for the error
+	oom      bool          // the runner saw the OOM killer kill a process of it
 }
 
 // Causes of a command ending early, besides the limit and ctx.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/dockerpool/dockerpool/internal/agentproto"
@@ -17,7 +18,8 @@ type agentRunner struct{ a *agentConn }
 
 var errSessionEnded = errors.New("the agent's session ended")
 
-func (agentRunner) name() string { return " (agent)" }
+func (agentRunner) name() string         { return " (agent)" }
+func (agentRunner) enforcesLimits() bool { return true }
 
 func (r agentRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcome {
 	a := r.a
@@ -37,6 +39,10 @@ func (r agentRunner) exec(ctx context.Context, _ *Container, s *execSpec) outcom
 		TimeoutMS: s.timeout.Milliseconds(),
 		Limit:     int64(s.limit),
 		Stdin:     s.stdin != nil,
+
+		CPUTimeMS:    s.cpuTime.Milliseconds(),
+		MaxFileSize:  s.maxFileSize,
+		MaxOpenFiles: s.maxOpenFiles,
 	})
 	if err != nil {
 		return lost(err)
@@ -145,10 +151,23 @@ func (x *agentCall) kill(why error) {
 
 // result turns the agent's Exit into an outcome.
 func (x *agentCall) result(ctx context.Context, m agentproto.ExitMsg) outcome {
-	o := outcome{code: m.Code}
+	o := outcome{
+		code:   m.Code,
+		signal: syscall.Signal(m.Signal),
+		oom:    m.OOM,
+		usage: Usage{
+			Wall:   time.Duration(m.WallUS) * time.Microsecond,
+			User:   time.Duration(m.UserUS) * time.Microsecond,
+			System: time.Duration(m.SystemUS) * time.Microsecond,
+			MaxRSS: m.MaxRSS,
+		},
+		limitCPU: x.s.cpuTime,
+	}
 	switch {
 	case m.Error != "":
 		o.err = fmt.Errorf("%w: %s", ErrAgent, m.Error)
+	case m.CPULimited:
+		o.cause = ErrCPUTimeExceeded
 	case m.Limited:
 		o.cause = ErrOutputLimitExceeded
 	case m.TimedOut:

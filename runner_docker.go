@@ -37,7 +37,8 @@ const (
 //go:embed reap.sh
 var reapScript string
 
-func (dockerRunner) name() string { return "" }
+func (dockerRunner) name() string         { return "" }
+func (dockerRunner) enforcesLimits() bool { return false }
 
 func (r dockerRunner) exec(parent context.Context, c *Container, s *execSpec) outcome {
 	api := c.pool.api

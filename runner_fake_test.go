@@ -31,7 +31,8 @@ func (scriptRunner) put(context.Context, *Container, *transferSpec) outcome {
 func (scriptRunner) get(context.Context, *Container, *transferSpec) outcome {
 	return outcome{err: errors.New("no files")}
 }
-func (scriptRunner) name() string { return " (script)" }
+func (scriptRunner) name() string         { return " (script)" }
+func (scriptRunner) enforcesLimits() bool { return false }
 
 // scripted acquires a container of a pool on the fake daemon and makes its
 // commands run the script.

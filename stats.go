@@ -31,12 +31,15 @@ const (
 	ReasonStale
 	// ReasonFailedStart: created, but it could not be started.
 	ReasonFailedStart
+	// ReasonOutOfMemory: the kernel's OOM killer killed a process in it (the
+	// container's memory limit).
+	ReasonOutOfMemory
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"trim", "max-uses", "lifetime", "idle-time", "died", "tainted",
-	"reset-failed", "user", "shutdown", "stale", "failed-start",
+	"reset-failed", "user", "shutdown", "stale", "failed-start", "out-of-memory",
 }
 
 // RemoveReasons returns every reason a container leaves a pool for, in the

@@ -35,6 +35,7 @@ const (
 	reasonTimeout
 	reasonLimit
 	reasonReset
+	reasonCPU // the CPU time limit
 )
 
 // execution is one command, from its Exec frame to its Exit frame.
@@ -50,8 +51,13 @@ type execution struct {
 	pid  atomic.Int64  // main process, also its process group; 0 until started
 	done chan struct{} // closed once the Exit is sent
 
+	used usage // the CPU time and memory of its processes that ended
+
 	mu       sync.Mutex
-	finished bool          // the outcome is decided: a kill is too late
+	seenUser time.Duration // the largest sums the CPU watcher saw
+	seenSys  time.Duration
+	seenRSS  int64
+	finished bool // the outcome is decided: a kill is too late
 	reason   killReason    // why it is killed; reasonNone if not
 	killCh   chan struct{} // closed when reason is set
 	left     int64         // output bytes still allowed under Limit
@@ -103,7 +109,9 @@ func (e *execution) run() {
 // execute starts the command, streams its output and waits for its end: the
 // main process exited and both output pipes are closed (as with docker exec,
 // a background process that keeps them open keeps the exec open), or a kill.
+// The Exit says what the command used.
 func (e *execution) execute() agentproto.ExitMsg {
+	oomBefore := oomKills()
 	cmd, pipes, serr := e.prepare()
 	if serr == nil {
 		serr = e.start(cmd, pipes)
@@ -113,21 +121,43 @@ func (e *execution) execute() agentproto.ExitMsg {
 		e.markFinished()
 		return serr.report(e)
 	}
+	started := time.Now()
+	r := e.follow(cmd, pipes)
+	x := r.exit(e, cmd)
+	x.WallUS = time.Since(started).Microseconds()
+	e.report(&x, cmd)
+	if n := oomKills(); oomBefore >= 0 && n > oomBefore {
+		x.OOM = true // the kernel killed a process of the container meanwhile
+	}
+	return x
+}
 
-	exited := make(chan struct{})
+// running is a started command's channels.
+type running struct {
+	exited, outDone, ended chan struct{}
+	killed                 bool
+	survivors              int
+}
+
+// follow streams the command's output and input, enforces its timeout and
+// CPU time, and waits for its end or a kill.
+func (e *execution) follow(cmd *exec.Cmd, pipes *pipes) *running {
+	r := &running{exited: make(chan struct{}), outDone: make(chan struct{}), ended: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait() // the status is in cmd.ProcessState
 		e.a.unmain(cmd.Process.Pid)
-		close(exited)
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			e.used.add(ru)
+		}
+		close(r.exited)
 	}()
 	var outputs sync.WaitGroup
 	outputs.Add(2)
 	go e.pump(pipes.outR, agentproto.Stdout, &outputs)
 	go e.pump(pipes.errR, agentproto.Stderr, &outputs)
-	outDone := make(chan struct{})
 	go func() {
 		outputs.Wait()
-		close(outDone)
+		close(r.outDone)
 	}()
 	if e.stdin != nil {
 		go e.stdin.feed(pipes.inW)
@@ -136,51 +166,89 @@ func (e *execution) execute() agentproto.ExitMsg {
 		t := time.AfterFunc(time.Duration(e.msg.TimeoutMS)*time.Millisecond, func() { e.kill(reasonTimeout) })
 		defer t.Stop()
 	}
-	ended := make(chan struct{})
+	stopCPU := make(chan struct{})
+	defer close(stopCPU)
+	if e.msg.CPUTimeMS > 0 {
+		go e.a.watchCPU(e, time.Duration(e.msg.CPUTimeMS)*time.Millisecond, stopCPU)
+	}
 	go func() {
-		<-outDone
-		<-exited
-		close(ended)
+		<-r.outDone
+		<-r.exited
+		close(r.ended)
 	}()
-
 	select {
-	case <-ended:
+	case <-r.ended:
 		if e.finishNormally() {
-			return agentproto.ExitMsg{Code: exitCode(cmd.ProcessState)}
+			return r
 		}
 	case <-e.killCh:
 	}
+	r.killed = true
+	_, r.survivors = e.a.killExec(e)
+	e.drain(r, pipes)
+	e.markFinished()
+	return r
+}
 
-	_, survivors := e.a.killExec(e)
+// drain waits, after a kill, for the output to end, and for the main
+// process to be reaped (so that its rusage counts).
+func (e *execution) drain(r *running, pipes *pipes) {
 	grace := time.NewTimer(outputGrace)
 	defer grace.Stop()
 	select {
-	case <-ended:
+	case <-r.ended:
+		return
 	case <-grace.C:
-		// Something holds the pipes (it survived, or it is not ours to
-		// kill): stop reading so that the Exit can go.
-		pipes.outR.Close()
-		pipes.errR.Close()
-		e.a.log.Printf("exec %d: output still open %v after the kill", e.id, outputGrace)
-		// No data frame may follow the Exit: wait for the readers, which
-		// the Close ends (unless the pool stopped reading our stdout).
-		<-outDone
 	}
-	e.markFinished()
+	// Something holds the pipes (it survived, or it is not ours to kill):
+	// stop reading so that the Exit can go.
+	pipes.outR.Close()
+	pipes.errR.Close()
+	e.a.log.Printf("exec %d: output still open %v after the kill", e.id, outputGrace)
+	// No data frame may follow the Exit: wait for the readers, which the
+	// Close ends (unless the pool stopped reading our stdout).
+	<-r.outDone
+	select {
+	case <-r.exited:
+	case <-time.After(outputGrace):
+	}
+}
+
+// exit is the Exit of a command that ended by itself or was killed.
+func (r *running) exit(e *execution, cmd *exec.Cmd) agentproto.ExitMsg {
+	if !r.killed {
+		return agentproto.ExitMsg{Code: exitCode(cmd.ProcessState)}
+	}
 	e.mu.Lock()
 	reason := e.reason
 	e.mu.Unlock()
 	x := agentproto.ExitMsg{
-		Code:      -1,
-		Killed:    true,
-		TimedOut:  reason == reasonTimeout,
-		Limited:   reason == reasonLimit,
-		Survivors: survivors,
+		Code:       -1,
+		Killed:     true,
+		TimedOut:   reason == reasonTimeout,
+		Limited:    reason == reasonLimit,
+		CPULimited: reason == reasonCPU,
+		Survivors:  r.survivors,
 	}
 	if reason == reasonReset {
 		x.Error = "killed by a reset"
 	}
 	return x
+}
+
+// report fills in what the command used and the signal that ended its main
+// process.
+func (e *execution) report(x *agentproto.ExitMsg, cmd *exec.Cmd) {
+	if ps := cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			x.Signal = int(ws.Signal())
+		}
+	}
+	user, sys, rss := e.used.get()
+	e.mu.Lock()
+	user, sys, rss = max(user, e.seenUser), max(sys, e.seenSys), max(rss, e.seenRSS)
+	e.mu.Unlock()
+	x.UserUS, x.SystemUS, x.MaxRSS = user.Microseconds(), sys.Microseconds(), rss
 }
 
 // start starts cmd and registers its PID, under the start lock (see

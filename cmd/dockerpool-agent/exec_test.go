@@ -34,7 +34,7 @@ func TestEcho(t *testing.T) {
 	t.Parallel()
 	c := startAgent(t)
 	r := c.run(agentproto.ExecMsg{Argv: []string{"echo", "hello", "world"}}, nil)
-	if string(r.stdout) != "hello world\n" || len(r.stderr) != 0 || r.exit != (agentproto.ExitMsg{}) {
+	if string(r.stdout) != "hello world\n" || len(r.stderr) != 0 || how(r.exit) != (agentproto.ExitMsg{}) {
 		t.Errorf("got %q %q %+v", r.stdout, r.stderr, r.exit)
 	}
 }
@@ -218,7 +218,7 @@ func TestConcurrentExecs(t *testing.T) {
 	for i, id := range ids {
 		wg.Go(func() {
 			r := c.wait(id)
-			if want := fmt.Sprintf("exec-%d\n", i); string(r.stdout) != want || r.exit != (agentproto.ExitMsg{}) {
+			if want := fmt.Sprintf("exec-%d\n", i); string(r.stdout) != want || how(r.exit) != (agentproto.ExitMsg{}) {
 				t.Errorf("exec %d: got %q %q %+v", i, r.stdout, r.stderr, r.exit)
 			}
 		})

@@ -158,3 +158,20 @@ func TestFilesUnpackAndPackATreeAndRefuseWhatLeavesIt(t *testing.T) {
 		t.Errorf("%s was written", outside)
 	}
 }
+
+func TestLimitsAreSetBeforeTheCommandRunsAndHoldForItsChildren(t *testing.T) {
+	t.Parallel()
+	c := startAgent(t)
+	r := c.run(agentproto.ExecMsg{Argv: []string{"sh", "-c", "ulimit -n; ulimit -f; sh -c 'ulimit -n'"}, MaxOpenFiles: 64, MaxFileSize: 1 << 20}, nil)
+	if got := string(r.stdout); got != "64\n2048\n64\n" || r.exit.Code != 0 {
+		t.Errorf("limits seen by the command: %q %+v", got, r.exit)
+	}
+	r = c.run(agentproto.ExecMsg{Argv: []string{"sh", "-c", "kill -9 $$"}}, nil)
+	if r.exit.Code != 137 || r.exit.Signal != 9 {
+		t.Errorf("kill -9: %+v", r.exit)
+	}
+	r = c.run(agentproto.ExecMsg{Argv: []string{"nosuchcommand"}, MaxOpenFiles: 64}, nil)
+	if r.exit.Code != 127 {
+		t.Errorf("missing command through the launcher: %+v %q", r.exit, r.stderr)
+	}
+}

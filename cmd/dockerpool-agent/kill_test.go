@@ -36,7 +36,7 @@ func TestLimit(t *testing.T) {
 	t.Run("exactly the limit", func(t *testing.T) {
 		t.Parallel()
 		r := c.run(agentproto.ExecMsg{Argv: []string{"printf", "abc"}, Limit: 3}, nil)
-		if string(r.stdout) != "abc" || r.exit != (agentproto.ExitMsg{}) {
+		if string(r.stdout) != "abc" || how(r.exit) != (agentproto.ExitMsg{}) {
 			t.Errorf("got %q %+v", r.stdout, r.exit)
 		}
 	})

@@ -80,6 +80,9 @@ func newAgent() *agent {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == launchArg {
+		launch(os.Args[2:])
+	}
 	a := newAgent()
 	a.out.log = a.log
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {

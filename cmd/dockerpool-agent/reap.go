@@ -53,10 +53,31 @@ func (a *agent) reapZombies() {
 		if main {
 			continue
 		}
-		if p, ok := readStat(pid); !ok || p.ppid != a.pid || p.state != 'Z' {
+		p, ok := readStat(pid)
+		if !ok || p.ppid != a.pid || p.state != 'Z' {
 			continue
 		}
+		e := a.ownerOfZombie(p)
 		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		var ru syscall.Rusage
+		if got, _ := syscall.Wait4(pid, &ws, syscall.WNOHANG, &ru); got == pid && e != nil {
+			e.used.add(&ru) // an orphan of the command: its time counts
+		}
 	}
+}
+
+// ownerOfZombie tells which running exec an orphan belonged to: as an
+// earlier scan recorded it, or by its process group.
+func (a *agent) ownerOfZombie(p procInfo) *execution {
+	a.ownMu.Lock()
+	serial, known := a.owners[p.key()]
+	a.ownMu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.execs {
+		if known && e.serial == serial || !known && p.pgid != 0 && int(e.pid.Load()) == p.pgid {
+			return e
+		}
+	}
+	return nil
 }

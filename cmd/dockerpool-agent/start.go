@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -119,9 +120,22 @@ func (e *execution) prepare() (*exec.Cmd, *pipes, *startError) {
 	if err != nil {
 		return nil, p, &startError{code: -1, msg: fmt.Sprintf("pipes: %v", err)}
 	}
+	argv0, args := path, m.Argv
+	if m.MaxFileSize > 0 || m.MaxOpenFiles > 0 {
+		// Limits must hold before the command's first instruction, for
+		// every process it starts: the agent itself, re-executed as a
+		// launcher, lowers them (soft and hard) and then executes the
+		// command. (prlimit from here would come too late, and needs
+		// CAP_SYS_RESOURCE for a command of another user.)
+		if serr := checkLimits(m); serr != nil {
+			return nil, nil, serr
+		}
+		argv0 = selfPath
+		args = append([]string{"dockerpool-agent", launchArg, strconv.FormatInt(m.MaxFileSize, 10), strconv.Itoa(m.MaxOpenFiles), path}, m.Argv...)
+	}
 	cmd := &exec.Cmd{
-		Path:        path,
-		Args:        m.Argv,
+		Path:        argv0,
+		Args:        args,
 		Env:         env,
 		Dir:         m.Dir,
 		Stdout:      p.outW,
