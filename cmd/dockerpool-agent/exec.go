@@ -57,7 +57,7 @@ type execution struct {
 	seenUser time.Duration // the largest sums the CPU watcher saw
 	seenSys  time.Duration
 	seenRSS  int64
-	finished bool // the outcome is decided: a kill is too late
+	finished bool          // the outcome is decided: a kill is too late
 	reason   killReason    // why it is killed; reasonNone if not
 	killCh   chan struct{} // closed when reason is set
 	left     int64         // output bytes still allowed under Limit
