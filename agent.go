@@ -25,7 +25,9 @@ import (
 //
 // Getting the agent into the container: either the image has it at Path
 // (Dockerfile: COPY dockerpool-agent /dockerpool-agent), or set Binary and
-// the pool copies it into each container before starting it.
+// the pool copies it into each container before starting it (onto a volume
+// when the root is read-only, as in the sandbox preset: see
+// DefaultReadOnlyAgentPath).
 type AgentConfig struct {
 	// Path of the agent in the container. Default "/dockerpool-agent".
 	Path string
@@ -47,6 +49,12 @@ type AgentConfig struct {
 
 // DefaultAgentPath is where the agent is in the container by default.
 const DefaultAgentPath = "/dockerpool-agent"
+
+// DefaultReadOnlyAgentPath is where the pool copies the agent (Binary) into
+// a container whose root is read-only, such as the sandbox preset's: a
+// directory of its own, which the pool makes an anonymous volume (Docker
+// copies onto a volume of a read-only container, not onto its root).
+const DefaultReadOnlyAgentPath = "/.dockerpool/dockerpool-agent"
 
 // ErrAgent is wrapped by errors of the agent path: an agent that does not
 // answer, speaks another protocol version or garbage, or whose connection

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
 	"github.com/matryer/is"
 
 	"github.com/dockerpool/dockerpool"
@@ -29,6 +32,43 @@ func TestAgentIsCopiedIntoAPlainImageWhenBinaryIsSet(t *testing.T) {
 	is.Equal(res.ExitCode, 5)
 	is.Equal(string(res.Stdout), "via the agent\n")
 	is.True(slices.ContainsFunc(processes(t, c), func(p string) bool { return strings.HasPrefix(p, dockerpool.DefaultAgentPath) }))
+}
+
+func TestAgentIsCopiedOntoAVolumeOfAReadOnlySandbox(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, dockerpool.Config{
+		MinIdle:         1,
+		HostConfig:      dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
+		ContainerConfig: &container.Config{User: dockerpool.SandboxUser},
+		Agent:           &dockerpool.AgentConfig{Binary: dockerpooltest.Agent(t)},
+	})
+	c := held(t, p)
+	res, err := c.Exec(bg(t), []string{"sh", "-c", "id -u; touch /x 2>/dev/null || echo read-only"})
+	is.NoErr(err)
+	is.Equal(string(res.Stdout), "65534\nread-only\n") // the sandbox holds
+	is.True(slices.ContainsFunc(processes(t, c), func(p string) bool { return strings.HasPrefix(p, dockerpool.DefaultReadOnlyAgentPath) }))
+	is.NoErr(c.WriteFile(bg(t), "/tmp/in", []byte("x"), 0o644))
+	// The agent's volume goes with the container.
+	info, ok := inspect(t, c.ID())
+	is.True(ok)
+	var volume string
+	for _, m := range info.Mounts {
+		if m.Destination == path.Dir(dockerpool.DefaultReadOnlyAgentPath) {
+			volume = m.Name
+		}
+	}
+	is.True(volume != "")
+	is.NoErr(p.Remove(bg(t), c))
+	waitGone(t, c.ID(), 10*time.Second)
+	_, err = dockerpooltest.Client(t).VolumeInspect(bg(t), volume)
+	is.True(cerrdefs.IsNotFound(err))
+	// A Path in the root cannot become a volume: New says so.
+	_, err = dockerpool.New(bg(t), dockerpooltest.Config(t, dockerpool.Config{
+		HostConfig: dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
+		Agent:      &dockerpool.AgentConfig{Binary: dockerpooltest.Agent(t), Path: "/agent"},
+	}))
+	is.True(errors.Is(err, dockerpool.ErrInvalidConfig))
 }
 
 // fakeAgent builds the busybox image with a script in the agent's place.

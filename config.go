@@ -3,6 +3,7 @@ package dockerpool
 import (
 	"cmp"
 	"context"
+	"path"
 	"fmt"
 	"log"
 	"log/slog"
@@ -206,6 +207,9 @@ func resolve(cfg Config) (settings, error) {
 		if a.HandshakeTimeout < 0 {
 			return settings{}, fmt.Errorf("%w: Agent.HandshakeTimeout is negative", ErrInvalidConfig)
 		}
+		if err := agentOnReadOnlyRoot(&a, cfg); err != nil {
+			return settings{}, err
+		}
 		s.agent = &a
 	}
 	switch s.Image.PullPolicy {
@@ -302,4 +306,21 @@ func (s settings) limits(resetCleans bool) limits {
 		hasReset:       s.OnReturn != nil || s.CheckOnReturn || (s.agent != nil && s.agent.ResetOnReturn),
 		resetCleans:    resetCleans,
 	}
+}
+
+// agentOnReadOnlyRoot places an agent that the pool copies in (Binary) on a
+// read-only root: Docker refuses copies onto such a root, but accepts them
+// onto a volume, so the agent goes into a directory of its own that becomes
+// an anonymous volume (the default Path moves to DefaultReadOnlyAgentPath).
+func agentOnReadOnlyRoot(a *AgentConfig, cfg Config) error {
+	if a.Binary == "" || cfg.HostConfig == nil || !cfg.HostConfig.ReadonlyRootfs {
+		return nil
+	}
+	if cfg.Agent.Path == "" {
+		a.Path = DefaultReadOnlyAgentPath
+	}
+	if path.Dir(a.Path) == "/" {
+		return fmt.Errorf("%w: Agent.Path %q: on a read-only root the agent is copied onto a volume, which needs a directory of its own (such as %q)", ErrInvalidConfig, a.Path, DefaultReadOnlyAgentPath)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package dockerpool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -200,4 +201,83 @@ func ExampleContainer_WriteFile() {
 	}
 	fmt.Print(string(answer))
 	// Output: 42
+}
+
+// verdict maps a run to the statuses judges use (isolate's TO, SG, RE, XX,
+// and the memory and output limits): see the README's table.
+func verdict(res dockerpool.ExecResult, err error) string {
+	switch {
+	case errors.Is(err, dockerpool.ErrCPUTimeExceeded), errors.Is(err, dockerpool.ErrExecTimeout):
+		return "TO (time limit)"
+	case errors.Is(err, dockerpool.ErrOutOfMemory):
+		return "ML (memory limit)"
+	case errors.Is(err, dockerpool.ErrOutputLimitExceeded):
+		return "OL (output limit)"
+	case err != nil:
+		return "XX (internal error: " + err.Error() + ")"
+	case res.Signal != 0:
+		return "SG (killed by " + res.Signal.String() + ")"
+	case res.ExitCode != 0:
+		return fmt.Sprintf("RE (exit code %d)", res.ExitCode)
+	}
+	return "OK " + strings.TrimSpace(string(res.Stdout))
+}
+
+// A judge: each submission runs as nobody in a fresh sandboxed container,
+// on the agent path, with limits on CPU time (all its processes together),
+// memory, output and the size of the files it writes, and gets a verdict.
+func Example_judge() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "judge-agent-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	agent, err := dockerpooltest.BuildAgent(ctx, dir) // or ship it in your image
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name:            "example-judge",
+		Network:         dockerpool.NetworkConfig{Name: "none"},
+		Image:           dockerpool.ImageConfig{Name: exampleImage()},
+		HostConfig:      dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{Memory: 64 << 20}),
+		ContainerConfig: &container.Config{User: dockerpool.SandboxUser},
+		Agent:           &dockerpool.AgentConfig{Binary: agent},
+		MinIdle:         2,
+		MaxUses:         1, // nobody sees what an earlier submission left
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+	limits := dockerpool.ExecOptions{
+		CPUTime:     time.Second,
+		Timeout:     5 * time.Second, // wall time, for a program that sleeps
+		Limit:       4 << 10,         // output bytes
+		MaxFileSize: 1 << 20,
+	}
+	for _, submission := range []string{
+		"echo 42",
+		"while :; do :; done",
+		"head -c 100m /dev/zero | tail",
+		"yes",
+		"kill -SEGV $$",
+		"exit 3",
+	} {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		res, err := c.ExecStd(ctx, []string{"sh", "-c", submission}, limits)
+		fmt.Printf("%-32s %s\n", submission, verdict(res, err))
+		pool.Return(ctx, c)
+	}
+	// Output:
+	// echo 42                          OK 42
+	// while :; do :; done              TO (time limit)
+	// head -c 100m /dev/zero | tail    ML (memory limit)
+	// yes                              OL (output limit)
+	// kill -SEGV $$                    SG (killed by segmentation fault)
+	// exit 3                           RE (exit code 3)
 }

@@ -2,6 +2,7 @@ package dockerpool
 
 import (
 	"maps"
+	"path"
 	"slices"
 
 	"github.com/docker/docker/api/types/container"
@@ -57,6 +58,16 @@ func buildSpec(s settings, imageID, instance string) containerSpec {
 			// Everything the agent writes is protocol (commands' output
 			// included): keep it out of the container's log.
 			hc.LogConfig.Type = "none"
+		}
+		if a.Binary != "" && hc.ReadonlyRootfs {
+			// Docker copies onto a volume of a read-only container, not
+			// onto its root: the agent gets an anonymous volume of its own,
+			// removed with the container.
+			cc.Volumes = maps.Clone(cc.Volumes)
+			if cc.Volumes == nil {
+				cc.Volumes = map[string]struct{}{}
+			}
+			cc.Volumes[path.Dir(a.Path)] = struct{}{}
 		}
 	}
 	cc.Labels = labels

@@ -163,7 +163,18 @@ func (s *session) cmdRun(ctx context.Context, args []string) error {
 	s.printOutput(res)
 	fmt.Fprintf(s.out, "%s  (acquire %s, exec %s, return %s)\n",
 		describeExit(res, err), ms(tm.acquire), ms(tm.exec), ms(tm.release))
+	fmt.Fprintln(s.out, s.describeUsage(res.Usage))
 	return err
+}
+
+// describeUsage says what a command used: CPU time and peak memory on the
+// agent path, which measures them; the wall time on Docker exec.
+func (s *session) describeUsage(u dockerpool.Usage) string {
+	if !s.agent {
+		return fmt.Sprintf("wall %s (CPU time and peak memory are measured on the agent path: -agent)", ms(u.Wall))
+	}
+	return fmt.Sprintf("cpu %s (user %s, system %s), peak memory %.1f MiB, wall %s",
+		ms(u.User+u.System), ms(u.User), ms(u.System), float64(u.MaxRSS)/(1<<20), ms(u.Wall))
 }
 
 // runOnce is the library's basic cycle: Acquire, Exec, Return. The container
@@ -534,6 +545,8 @@ func describeExit(res dockerpool.ExecResult, err error) string {
 		return "exit code 126 (not executable)"
 	case res.ExitCode == 127:
 		return "exit code 127 (command not found)"
+	case res.Signal != 0:
+		return fmt.Sprintf("exit code %d (killed by signal %d: %v)", res.ExitCode, int(res.Signal), res.Signal)
 	}
 	return fmt.Sprintf("exit code %d", res.ExitCode)
 }

@@ -60,7 +60,8 @@ func TestDemo(t *testing.T) {
 func testAgent(t *testing.T, bin string) {
 	d := startDemo(t, bin, append(imageArgs(t, false), "-agent", "-timeout", "2s")...)
 	wantContains(t, "banner", d.expect(prompt), "commands via dockerpool-agent")
-	wantContains(t, "run echo hi", d.do("run echo hi"), "hi\n", "exit code 0")
+	wantContains(t, "run echo hi", d.do("run echo hi"), "hi\n", "exit code 0", "cpu ", "peak memory ", " MiB")
+	wantContains(t, "run kill -9", d.do("run sh -c 'kill -9 $$'"), "exit code 137 (killed by signal 9: killed)")
 	wantContains(t, "run missing command", d.do("run nosuchcommand"), "exit code 127")
 	wantError(t, "exec timeout", d.do("run sleep 60"), "timed out")
 	wantContains(t, "burst", d.do("burst 10 echo x"), "burst of 10: 10 ok", " 0 errors")
@@ -100,7 +101,7 @@ func testSession(t *testing.T, bin string) {
 		"return <n>", "remove <n>", "stats", "burst <N> <command...>", "kill-idle", "quit")
 
 	out := d.do("run echo hi")
-	wantContains(t, "run echo hi", out, "hi\n", "exit code 0", "(acquire ", ", exec ", ", return ")
+	wantContains(t, "run echo hi", out, "hi\n", "exit code 0", "(acquire ", ", exec ", ", return ", "wall ", "measured on the agent path")
 
 	wantContains(t, "run exit 3", d.do("run sh -c 'exit 3'"), "exit code 3 ")
 	out = d.do(`run sh -c "echo out; echo oops >&2; exit 4"`)
