@@ -3,10 +3,10 @@ package dockerpool
 import (
 	"cmp"
 	"context"
-	"path"
 	"fmt"
 	"log"
 	"log/slog"
+	"path"
 	"time"
 
 	"github.com/distribution/reference"
