@@ -241,21 +241,45 @@ func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {
 // reset asks the agent to kill every process the commands left and to
 // empty the reset directories.
 func (a *agentConn) reset(timeout time.Duration, dirs []string) error {
-	s := a.register()
-	defer a.unregister(s)
-	if err := a.send(agentproto.Reset, s.id, agentproto.ResetMsg{EmptyDirs: dirs}); err != nil {
-		return err
-	}
-	f, err := s.await(timeout, "reset")
+	d, err := a.resetWith(timeout, agentproto.ResetMsg{EmptyDirs: dirs})
 	if err != nil {
 		return err
-	}
-	var d agentproto.ResetDoneMsg
-	if f.Type != agentproto.ResetDone || f.Decode(&d) != nil {
-		return fmt.Errorf("%w: bad answer to reset", ErrAgent)
 	}
 	if d.Error != "" || d.Survivors > 0 {
 		return fmt.Errorf("%w: reset: %d survivor(s) %s", ErrAgent, d.Survivors, d.Error)
 	}
 	return nil
+}
+
+// resetVerified asks for the verified reset, and returns what it left.
+func (a *agentConn) resetVerified(timeout time.Duration, dirs []string) ([]string, error) {
+	d, err := a.resetWith(timeout, agentproto.ResetMsg{EmptyDirs: dirs, Verify: true})
+	if err != nil {
+		return nil, err
+	}
+	left := d.Left
+	if d.Survivors > 0 {
+		left = append(left, fmt.Sprintf("%d process(es) survived the kill", d.Survivors))
+	}
+	if d.Error != "" {
+		left = append(left, d.Error)
+	}
+	return left, nil
+}
+
+func (a *agentConn) resetWith(timeout time.Duration, m agentproto.ResetMsg) (agentproto.ResetDoneMsg, error) {
+	var d agentproto.ResetDoneMsg
+	s := a.register()
+	defer a.unregister(s)
+	if err := a.send(agentproto.Reset, s.id, m); err != nil {
+		return d, err
+	}
+	f, err := s.await(timeout, "reset")
+	if err != nil {
+		return d, err
+	}
+	if f.Type != agentproto.ResetDone || f.Decode(&d) != nil {
+		return d, fmt.Errorf("%w: bad answer to reset", ErrAgent)
+	}
+	return d, nil
 }

@@ -10,8 +10,12 @@ import (
 // The daemon's health, Docker's events, time, and the balance that runs
 // after every message.
 
-// unavailable is the error of a caller turned away while Docker fails.
+// unavailable is the error of a caller turned away while Docker fails, or
+// while the containers exit right after they start.
 func (c *core) unavailable() error {
+	if c.crashLoop {
+		return fmt.Errorf("%w: %w", ErrCrashLoop, c.lastErr)
+	}
 	return fmt.Errorf("%w: %w", ErrDaemonUnavailable, c.lastErr)
 }
 

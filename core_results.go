@@ -125,6 +125,9 @@ func (c *core) resetDone(m resetMsg, now time.Time) {
 	s := c.known[m.task.id]
 	switch {
 	case c.goneOrStopping(s, m.err):
+	case errors.As(m.err, new(unverifiedError)):
+		c.startRemove(s, ReasonResetUnverified)
+		c.logAttrs(slog.LevelInfo, "reset not verified", slogID(s.id), slog.String("error", m.err.Error()))
 	case m.err != nil:
 		c.startRemove(s, ReasonResetFailed)
 		c.logAttrs(slog.LevelInfo, "reset failed", slogID(s.id), slog.String("error", m.err.Error()))

@@ -42,9 +42,10 @@
 //
 // A returned container is reused as it is: files a caller wrote stay, and so
 // do processes it left running in the background (unless an exec timed out:
-// those are killed). For untrusted code, use Config.MaxUses = 1 (every caller
-// gets a container nobody used, still at warm latency), or Config.OnReturn to
-// clean a container before reuse.
+// those are killed). For untrusted code, use Config.VerifiedReset (every
+// Return resets the container and proves it as good as new, or removes it),
+// or Config.MaxUses = 1 (every caller gets a container nobody used, at the
+// price of a creation per caller).
 //
 // # How it works
 //

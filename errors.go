@@ -35,6 +35,13 @@ var (
 	// queueing the caller behind calls that cannot succeed. It wraps the last
 	// error seen from the daemon.
 	ErrDaemonUnavailable = errors.New("dockerpool: docker daemon unavailable")
+	// ErrCrashLoop is returned by Acquire, with nothing idle, while the
+	// pool's containers exit on their own right after they start: their Cmd
+	// does not keep running (or crashes), so every replacement would too. It
+	// wraps what the last one did ("exited with code 0 right after it
+	// started"); the daemon itself is fine, and refill backs off until a
+	// container stays up.
+	ErrCrashLoop = errors.New("dockerpool: containers exit right after they start")
 	// ErrCreateFailed is returned by Acquire when the container being made
 	// for the caller could not be created or started. It wraps the daemon's
 	// error.

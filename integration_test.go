@@ -572,3 +572,33 @@ func TestIntegrationACmdThatExitsAtOnceIsReportedAndBackedOff(t *testing.T) {
 	is.True(made <= 6)
 	is.True(!p.Stats().DaemonHealthy)
 }
+
+func TestIntegrationACmdThatExitsAtOnceGivesClearErrorsNotADaemonFailure(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := dockerpooltest.NewPool(t, dockerpool.Config{MinIdle: 1, Cmd: []string{"sh", "-c", "sleep 0.2; exit 0"}, CheckIdleAfter: -1})
+	sawCrashLoop, sawDead := false, false
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && !(sawCrashLoop && sawDead) {
+		ctx, cancel := context.WithTimeout(bg(t), 3*time.Second)
+		c, err := p.Acquire(ctx)
+		cancel()
+		switch {
+		case errors.Is(err, dockerpool.ErrCrashLoop):
+			sawCrashLoop = true
+			is.True(!errors.Is(err, dockerpool.ErrDaemonUnavailable)) // the daemon is fine
+			is.True(strings.Contains(err.Error(), "right after it started"))
+		case err != nil:
+			is.True(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dockerpool.ErrCreateFailed))
+		default:
+			<-time.After(300 * time.Millisecond) // let it exit: the case under test
+			_, err := c.Exec(bg(t), []string{"true"})
+			t.Logf("exec in a container that exited: %v", err)
+			is.True(errors.Is(err, dockerpool.ErrContainerDead))
+			sawDead = true
+			is.NoErr(p.Return(bg(t), c))
+		}
+	}
+	is.True(sawCrashLoop)
+	is.True(sawDead)
+}

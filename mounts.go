@@ -77,6 +77,24 @@ func (t mountTable) find(p string) mount {
 	return mount{point: "/"}
 }
 
+// writablePlaces lists the writable tmpfs and mqueue mounts, where a
+// command's files outlive it: /tmp and the like, /dev/shm, /dev/mqueue. /dev
+// itself (the runtime's device nodes), /proc and /sys are not the commands'.
+func (t mountTable) writablePlaces() []string {
+	var places []string
+	for _, m := range t {
+		if m.fstype != "tmpfs" && m.fstype != "mqueue" || m.ro {
+			continue
+		}
+		if m.point == "/dev" || strings.HasPrefix(m.point, "/proc") || strings.HasPrefix(m.point, "/sys") {
+			continue
+		}
+		places = append(places, m.point)
+	}
+	sort.Strings(places)
+	return places
+}
+
 // archiveSees reports whether Docker's archive API sees, at this mount,
 // what the container sees (and, to write, may write there).
 func (m mount) archiveSees(write bool) bool {

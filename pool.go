@@ -44,6 +44,9 @@ type Pool struct {
 	// The containers' mount table, read by the first file transfer on the
 	// Docker exec path (mounts.go).
 	mounts atomic.Pointer[mountTable]
+	// The layer of the pool's first container right after its start, for
+	// the verified reset on a writable root (reset.go).
+	baseline atomic.Pointer[[]string]
 	// Written by the owner before done is closed; read after.
 	shutdownErr error
 	finalStats  Stats

@@ -31,6 +31,11 @@ type runner interface {
 	// to be whole or absent.
 	put(ctx context.Context, c *Container, t *transferSpec) outcome
 	get(ctx context.Context, c *Container, t *transferSpec) outcome
+	// reset makes the container as good as new for Config.VerifiedReset:
+	// every process but the main one killed, every writable place and the
+	// System V IPC emptied, and all of it checked; unverifiedError says what
+	// is left.
+	reset(ctx context.Context, c *Container, op *operation) error
 	// name says which path it is, for error messages ("" for Docker exec).
 	name() string
 	// enforcesLimits reports whether the runner applies execSpec's limits

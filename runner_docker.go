@@ -66,8 +66,10 @@ func (r dockerRunner) exec(parent context.Context, c *Container, s *execSpec) ou
 	att, err := api.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
 	if err != nil {
 		// The start may have happened before the call failed: clean up as
-		// after a timeout.
-		o := outcome{err: err, suspect: gone(err)}
+		// after a timeout. A container that died between the create and the
+		// start fails it with anything from 404 to "unable to upgrade to
+		// tcp, received 500": the frame looks at the container to tell.
+		o := outcome{err: err, suspect: true}
 		if ctx.Err() != nil {
 			o = outcome{cause: context.Cause(ctx)}
 		}

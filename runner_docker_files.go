@@ -36,12 +36,12 @@ type route struct {
 }
 
 // mounts returns the container's mount table, reading it once per pool.
-func (p *Pool) mountTable(ctx context.Context, c *Container, t *transferSpec) (mountTable, error) {
+func (p *Pool) mountTable(ctx context.Context, c *Container, op *operation) (mountTable, error) {
 	if mt := p.mounts.Load(); mt != nil {
 		return *mt, nil
 	}
 	var out bytes.Buffer
-	code, stderr, o := runHelper(ctx, c, t, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
+	code, stderr, o := runHelper(ctx, c, op, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
 	if o.err != nil || o.cause != nil || code != 0 {
 		return nil, fmt.Errorf("read the container's mounts: exit %d %s %v %v", code, stderr, o.err, o.cause)
 	}
@@ -57,7 +57,7 @@ func (p *Pool) mountTable(ctx context.Context, c *Container, t *transferSpec) (m
 // through the archive API when the mount shows it the container's view and
 // no element of the path is a symbolic link; else through the shell.
 func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, write bool) route {
-	mt, err := c.pool.mountTable(ctx, c, t)
+	mt, err := c.pool.mountTable(ctx, c, t.op)
 	if err != nil || !mt.find(dir).archiveSees(write) {
 		return route{}
 	}
@@ -229,7 +229,7 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 		check := &tarCheck{dir: t.path}
 		pr := check.pipe(t.r)
 		defer pr.Close()
-		code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", putTarScript, "dockerpool-put", t.path}, pr, io.Discard, 0)
+		code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", putTarScript, "dockerpool-put", t.path}, pr, io.Discard, 0)
 		if check.readErr != nil || errors.Is(check.err, ErrInvalidArchive) {
 			return refused(check, o)
 		}
@@ -237,11 +237,11 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 	}
 	tmp := path.Join(path.Dir(t.path), "."+path.Base(t.path)+".dockerpool-"+newToken()[:8])
 	mode := fmt.Sprintf("%o", t.perm)
-	code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", putFileScript, "dockerpool-put", t.path, tmp, mode}, t.r, io.Discard, 0)
+	code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", putFileScript, "dockerpool-put", t.path, tmp, mode}, t.r, io.Discard, 0)
 	if o.cause != nil && o.left == nil {
 		// Cut short: the target was not touched (the rename is last), but
 		// the temporary file may be there.
-		if _, _, rm := runHelper(context.WithoutCancel(ctx), c, t, []string{"rm", "-f", tmp}, nil, io.Discard, 0); rm.err != nil || rm.cause != nil {
+		if _, _, rm := runHelper(context.WithoutCancel(ctx), c, t.op, []string{"rm", "-f", tmp}, nil, io.Discard, 0); rm.err != nil || rm.cause != nil {
 			o.left = fmt.Errorf("could not remove %s", tmp)
 		}
 		return o
@@ -270,7 +270,7 @@ func shellGet(ctx context.Context, c *Container, t *transferSpec) outcome {
 			limit = int(t.max) + 1 // one more byte tells that it is larger
 		}
 		w := &counter{w: t.w}
-		code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", getFileScript, "dockerpool-get", t.path}, nil, w, limit)
+		code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", getFileScript, "dockerpool-get", t.path}, nil, w, limit)
 		if errors.Is(o.cause, ErrOutputLimitExceeded) || (o.err == nil && o.cause == nil && t.max >= 0 && w.n > t.max) {
 			return outcome{err: tooLarge(t.path, t.max), left: o.left}
 		}
@@ -283,7 +283,7 @@ func shellGet(ctx context.Context, c *Container, t *transferSpec) outcome {
 		pr.CloseWithError(errCopyStopped) // a command still writing stops
 		counted <- err
 	}()
-	code, stderr, o := runHelper(ctx, c, t, []string{"/bin/sh", "-c", getTarScript, "dockerpool-get", t.path}, nil, pw, 0)
+	code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", getTarScript, "dockerpool-get", t.path}, nil, pw, 0)
 	pw.Close()
 	if err := <-counted; err != nil && (o.cause != nil || code != 0 || errors.Is(err, ErrFileTooLarge)) {
 		return outcome{err: err, left: o.left}
@@ -293,10 +293,10 @@ func shellGet(ctx context.Context, c *Container, t *transferSpec) outcome {
 
 // runHelper runs one command of a transfer through the Docker exec runner,
 // as the container's user, and returns its exit code and stderr.
-func runHelper(ctx context.Context, c *Container, t *transferSpec, cmd []string, stdin io.Reader, stdout io.Writer, limit int) (int, string, outcome) {
+func runHelper(ctx context.Context, c *Container, op *operation, cmd []string, stdin io.Reader, stdout io.Writer, limit int) (int, string, outcome) {
 	var stderr bytes.Buffer
 	lim := newLimiter(limit)
-	s := &execSpec{cmd: cmd, stdin: stdin, stdout: lim.wrap(stdout), stderr: &capped{w: &stderr, left: 4096}, limit: limit, op: t.op}
+	s := &execSpec{cmd: cmd, stdin: stdin, stdout: lim.wrap(stdout), stderr: &capped{w: &stderr, left: 4096}, limit: limit, op: op}
 	o := dockerRunner{}.exec(ctx, c, s)
 	if lim.hit {
 		o.cause = ErrOutputLimitExceeded

@@ -33,6 +33,9 @@ func (scriptRunner) get(context.Context, *Container, *transferSpec) outcome {
 }
 func (scriptRunner) name() string         { return " (script)" }
 func (scriptRunner) enforcesLimits() bool { return false }
+func (scriptRunner) reset(context.Context, *Container, *operation) error {
+	return errors.New("no reset")
+}
 
 // scripted acquires a container of a pool on the fake daemon and makes its
 // commands run the script.

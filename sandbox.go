@@ -121,13 +121,13 @@ type SandboxOptions struct {
 // (HostConfig.Runtime) on top of the preset.
 //
 // Reuse: containers serve one Acquire after another unless Config.MaxUses
-// is 1, and between two holders the pool kills and wipes nothing by itself.
-// A background process that a finished command left behind (its output
-// redirected, so that the command could end), files in /tmp and /dev/shm,
-// and System V IPC objects all stay for the next holder. When the holders do
-// not trust each other, set MaxUses to 1, so that each caller gets a fresh
-// warm container, or an OnReturn hook that cleans up and fails when it
-// cannot.
+// is 1, and between two holders the pool kills and wipes nothing by itself
+// unless asked: a background process that a finished command left behind
+// (its output redirected, so that the command could end), files in /tmp and
+// /dev/shm, and System V IPC objects would all stay for the next holder.
+// When the holders do not trust each other, set Config.VerifiedReset (every
+// Return kills, empties and checks, and a container it cannot vouch for is
+// removed) or MaxUses 1 (each caller gets a fresh warm container).
 func SandboxHostConfig(opts SandboxOptions) *container.HostConfig {
 	memory := orDefault(opts.Memory, DefaultSandboxMemory)
 	pids := orDefault(opts.PidsLimit, DefaultSandboxPidsLimit)

@@ -101,7 +101,7 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 		cfg:          s,
 		api:          api,
 		instance:     hex.EncodeToString(idb[:]),
-		resetCleans:  s.OnReturn != nil || (s.agent != nil && s.agent.ResetOnReturn),
+		resetCleans:  s.OnReturn != nil || s.VerifiedReset || (s.agent != nil && s.agent.ResetOnReturn),
 		acquireCh:    make(chan acquireReq),
 		releaseCh:    make(chan releaseReq),
 		ctrlCh:       make(chan message),

@@ -34,12 +34,17 @@ const (
 	// ReasonOutOfMemory: the kernel's OOM killer killed a process in it (the
 	// container's memory limit).
 	ReasonOutOfMemory
+	// ReasonResetUnverified: Config.VerifiedReset could not prove it as
+	// good as new (a process or file of another user, a write to the
+	// layer...).
+	ReasonResetUnverified
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"trim", "max-uses", "lifetime", "idle-time", "died", "tainted",
 	"reset-failed", "user", "shutdown", "stale", "failed-start", "out-of-memory",
+	"reset-unverified",
 }
 
 // RemoveReasons returns every reason a container leaves a pool for, in the

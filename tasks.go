@@ -146,6 +146,10 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 			return resp.ID, nil, err
 		}
 	}
+	if err := p.recordBaseline(ctx, resp.ID); err != nil {
+		agent.close()
+		return resp.ID, nil, err
+	}
 	if ctx.Err() != nil { // a forced shutdown cancelled us after the fact
 		agent.close()
 		return resp.ID, nil, fmt.Errorf("create container: %w", ctx.Err())
@@ -226,7 +230,12 @@ func (p *Pool) resetContainer(id string, marked bool, agent *agentConn) error {
 			return err
 		}
 	}
-	if a := p.cfg.agent; a != nil && a.ResetOnReturn && agent != nil {
+	switch a := p.cfg.agent; {
+	case p.cfg.VerifiedReset:
+		if err := p.verifiedReset(ctx, h); err != nil {
+			return err
+		}
+	case a != nil && a.ResetOnReturn && agent != nil:
 		if err := agent.reset(p.cfg.DockerTimeout, a.ResetDirs); err != nil {
 			return err
 		}

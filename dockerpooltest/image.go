@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -119,7 +120,12 @@ func findBusybox() (string, []byte, error) {
 func rootfsTar(busybox []byte, applets []string, extra map[string][]byte) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
+	dirs := map[string]bool{} // each directory once: the daemon refuses a tar with duplicates
 	dir := func(name string, mode int64) {
+		if dirs[name] {
+			return
+		}
+		dirs[name] = true
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode})
 	}
 	file := func(name string, mode int64, data []byte) {
@@ -139,10 +145,18 @@ func rootfsTar(busybox []byte, applets []string, extra map[string][]byte) ([]byt
 	}
 	file("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/sh\n"))
 	file("etc/group", 0o644, []byte("root:x:0:\nnogroup:x:65534:\n"))
-	for name, data := range extra {
+	names := make([]string, 0, len(extra))
+	for name := range extra {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the same content, the same tar, the same tag
+	for _, name := range names {
+		data := extra[name]
 		name = strings.TrimPrefix(name, "/")
-		if i := strings.LastIndexByte(name, '/'); i > 0 {
-			dir(name[:i], 0o755)
+		for i := 0; i < len(name); i++ {
+			if name[i] == '/' {
+				dir(name[:i], 0o755) // every parent, outermost first
+			}
 		}
 		file(name, 0o755, data)
 	}

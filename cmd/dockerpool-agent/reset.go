@@ -41,8 +41,13 @@ func (a *agent) reset(id uint32, msg agentproto.ResetMsg) {
 	a.reapZombies()
 	a.waitResetExecs()
 	d := agentproto.ResetDoneMsg{Killed: killed, Survivors: survivors}
-	if err := emptyDirs(msg.EmptyDirs); err != nil {
-		d.Error = err.Error()
+	switch {
+	case msg.Verify:
+		d.Left = verifiedClean(msg.EmptyDirs)
+	default:
+		if err := emptyDirs(msg.EmptyDirs); err != nil {
+			d.Error = err.Error()
+		}
 	}
 	a.out.json(agentproto.ResetDone, id, d)
 }

@@ -194,6 +194,11 @@ type DoneMsg struct {
 // ResetMsg asks the agent to make the container clean for the next user.
 type ResetMsg struct {
 	EmptyDirs []string `json:"empty_dirs,omitempty"` // their contents are removed
+	// Verify asks for the whole reset, checked afterwards: besides the
+	// processes, the contents of every writable tmpfs and mqueue mount of
+	// the container (from /proc/self/mountinfo; /dev itself, /proc and /sys
+	// excepted), and every System V IPC object.
+	Verify bool `json:"verify,omitempty"`
 }
 
 // ResetDoneMsg reports what a reset did.
@@ -201,6 +206,10 @@ type ResetDoneMsg struct {
 	Killed    int    `json:"killed"`    // processes killed
 	Survivors int    `json:"survivors"` // processes still alive after the kill
 	Error     string `json:"error,omitempty"`
+	// Left lists what a verified reset found still there afterwards (a file
+	// it could not remove, an IPC object of another user...): the container
+	// is not as good as new.
+	Left []string `json:"left,omitempty"`
 }
 
 // Frame is one decoded frame.
