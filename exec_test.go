@@ -450,9 +450,12 @@ func TestExecOnADeadOrRemovedContainerFailsPromptly(t *testing.T) {
 func TestExecThroughAReleasedHandleNeverRunsInSomeoneElsesContainer(t *testing.T) {
 	onEachPath(t, func(t *testing.T, path execPath) {
 		is := is.New(t)
-		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 1}))
+		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 2}))
 		old, err := p.Acquire(bg(t))
 		is.NoErr(err)
+		// The refill's replacement is idle before ours comes back, so that
+		// ours is on top of the idle stack.
+		is.NoErr(p.WaitIdle(bg(t), 1))
 		is.NoErr(p.Return(bg(t), old))
 		now, err := p.Acquire(bg(t)) // the same container, a new holder
 		is.NoErr(err)

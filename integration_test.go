@@ -137,6 +137,10 @@ func TestIntegrationIdleStackIsLastInFirstOut(t *testing.T) {
 	is.NoErr(err)
 	b, err := p.Acquire(ctx)
 	is.NoErr(err)
+	// Of the refill's creation and b's, the one b did not get goes idle:
+	// wait for it, so that no creation lands on top of the stack after
+	// the returns.
+	is.NoErr(p.WaitIdle(ctx, 1))
 	is.NoErr(p.Return(ctx, a))
 	is.NoErr(p.Return(ctx, b))
 	c, err := p.Acquire(ctx)

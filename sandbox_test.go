@@ -220,6 +220,7 @@ func TestSandboxCannotForkPastThePidsLimit(t *testing.T) {
 		is.Equal(strays(t, c, "sleep 1031"), []string(nil))
 		res = runSh(t, c, "ls -d /proc/[0-9]* | wc -l", dockerpool.ExecOptions{})
 		t.Logf("processes after the cleanup: %s", res.Stdout)
+		is.NoErr(p.WaitIdle(bg(t), 1)) // the refill's, so that ours lands on top
 		is.NoErr(p.Return(bg(t), c))
 		again := held(t, p) // the last returned, usable again
 		is.Equal(again.ID(), c.ID())
