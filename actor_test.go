@@ -15,6 +15,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dockerpool/dockerpool/internal/fakedocker"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // The actor is tested at three levels, as the design note says:
@@ -117,7 +118,13 @@ func (h *harness) release(c *Container, remove bool) error {
 	}
 	h.c.release(releaseReq{c: c, remove: remove, tainted: busy, reply: reply}, h.now)
 	h.step()
-	return <-reply
+	select { // the core answers within the step, or never
+	case err := <-reply:
+		return err
+	default:
+		h.t.Fatal("no reply to the release")
+		return nil
+	}
 }
 
 func got(t *testing.T, reply chan acquireReply) acquireReply {
@@ -566,14 +573,21 @@ func TestAcquireSendsOneRequestAndReturnsTheReply(t *testing.T) {
 	is := is.New(t)
 	p := bareTestPool()
 	want := &Container{pool: p, id: "x"}
+	type result struct {
+		c   *Container
+		err error
+	}
+	res := make(chan result, 1)
 	go func() {
-		req := <-p.acquireCh
-		is.Equal(cap(req.reply), 1) // buffered: the owner never blocks on it
-		req.reply <- acquireReply{c: want}
+		c, err := p.Acquire(context.Background())
+		res <- result{c, err}
 	}()
-	c, err := p.Acquire(context.Background())
-	is.NoErr(err)
-	is.Equal(c, want)
+	req := testwait.Recv(t, p.acquireCh, 10*time.Second, "Acquire's request")
+	is.Equal(cap(req.reply), 1) // buffered: the owner never blocks on it
+	req.reply <- acquireReply{c: want}
+	r := testwait.Recv(t, res, 10*time.Second, "Acquire's return after the reply")
+	is.NoErr(r.err)
+	is.Equal(r.c, want)
 }
 
 func TestAcquireWhoseContextEndsSendsACancelWithItsReplyChannel(t *testing.T) {
@@ -585,12 +599,12 @@ func TestAcquireWhoseContextEndsSendsACancelWithItsReplyChannel(t *testing.T) {
 		_, err := p.Acquire(ctx)
 		errc <- err
 	}()
-	req := <-p.acquireCh
+	req := testwait.Recv(t, p.acquireCh, 10*time.Second, "Acquire's request")
 	cancel()
-	m := <-p.ctrlCh
+	m := testwait.Recv(t, p.ctrlCh, 10*time.Second, "the cancel after ctx ended")
 	is.True(m.cancel != nil)
 	is.Equal(m.cancel.reply, req.reply)
-	err := <-errc
+	err := testwait.Recv(t, errc, 10*time.Second, "Acquire's return after the cancel")
 	is.True(errors.Is(err, context.Canceled))
 }
 
@@ -618,12 +632,12 @@ func TestReturnWhileAnExecRunsMarksTheContainerTainted(t *testing.T) {
 	p := bareTestPool()
 	c := &Container{pool: p, id: "y"}
 	is.NoErr(c.beginExec())
-	go func() {
-		req := <-p.releaseCh
-		is.True(req.tainted)
-		req.reply <- nil
-	}()
-	is.NoErr(p.Return(context.Background(), c))
+	errc := make(chan error, 1)
+	go func() { errc <- p.Return(context.Background(), c) }()
+	req := testwait.Recv(t, p.releaseCh, 10*time.Second, "Return's request")
+	is.True(req.tainted)
+	req.reply <- nil
+	is.NoErr(testwait.Recv(t, errc, 10*time.Second, "Return's return after the reply"))
 	c.endExec()
 	is.True(errors.Is(c.beginExec(), ErrContainerReleased))
 }
@@ -634,11 +648,11 @@ func TestShutdownWhoseContextEndsAsksTheOwnerToForce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Shutdown(ctx) }()
-	is.True((<-p.ctrlCh).shutdown != nil)
+	is.True(testwait.Recv(t, p.ctrlCh, 10*time.Second, "Shutdown's request").shutdown != nil)
 	cancel()
-	is.True((<-p.ctrlCh).force != nil)
+	is.True(testwait.Recv(t, p.ctrlCh, 10*time.Second, "the force after ctx ended").force != nil)
 	close(p.done)
-	is.True(errors.Is(<-errc, context.Canceled))
+	is.True(errors.Is(testwait.Recv(t, errc, 10*time.Second, "Shutdown's return after done"), context.Canceled))
 }
 
 // ---- level 3: the whole pool against the fake, under synctest --------------

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // The agent path beyond what the exec tests (run on both paths) cover:
@@ -105,7 +106,7 @@ func TestAgentThatDiesDuringAnExecTakesItsContainerOutOfThePool(t *testing.T) {
 		}), nil, dockerpool.ExecOptions{})
 		errc <- err
 	}()
-	<-started
+	testwait.Recv(t, started, time.Minute, "the command's first output")
 	// Kill the agent (the container's main process) from outside.
 	is.NoErr(dockerpooltest.Client(t).ContainerKill(bg(t), c.ID(), "SIGKILL"))
 	select {
@@ -176,7 +177,7 @@ func TestAgentRunsAThousandConcurrentExecsOnTenContainers(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	testwait.Group(t, &wg, 2*time.Minute, "the end of the 1000 concurrent execs")
 	wall := time.Since(start)
 	failed.Range(func(k, v any) bool {
 		t.Errorf("exec %v: %v", k, v)

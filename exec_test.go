@@ -19,6 +19,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Exec's promises, on the real daemon. Most tests share nothing and run in
@@ -201,9 +202,9 @@ func TestExecCancelledByTheCallerKillsLikeATimeout(t *testing.T) {
 			_, err := c.ExecStream(ctx, []string{"sh", "-c", "echo go; sleep 1006 & sleep 1007"}, w, nil, dockerpool.ExecOptions{})
 			errc <- err
 		}()
-		<-started // the command runs
+		testwait.Recv(t, started, time.Minute, "the command's first output") // it runs
 		cancel()
-		err := <-errc
+		err := testwait.Recv(t, errc, time.Minute, "ExecStream's return after the cancel")
 		is.True(errors.Is(err, context.Canceled))
 		is.True(!errors.Is(err, dockerpool.ErrExecTimeout))
 		is.True(!c.Tainted())
@@ -253,12 +254,12 @@ func TestExecTimeoutWhileOtherCommandsRunTaintsInsteadOfKillingThem(t *testing.T
 			}), nil, dockerpool.ExecOptions{})
 			other <- code
 		}()
-		<-started
+		testwait.Recv(t, started, time.Minute, `the other command's "up"`)
 		_, err = c.ExecStd(bg(t), []string{"sh", "-c", "sleep 1009 & sleep 1010"}, dockerpool.ExecOptions{Timeout: 200 * time.Millisecond})
 		is.True(errors.Is(err, dockerpool.ErrExecTimeout))
 		is.True(c.Tainted())
-		is.Equal(strays(t, c, "sleep 10"), []string(nil)) // the timed-out command's processes are gone...
-		is.Equal(<-other, 0)                              // ...and the other command finished untouched
+		is.Equal(strays(t, c, "sleep 10"), []string(nil))                            // the timed-out command's processes are gone...
+		is.Equal(testwait.Recv(t, other, time.Minute, "the other command's end"), 0) // ...and it finished untouched
 		is.NoErr(p.Return(bg(t), c))
 		waitGone(t, c.ID(), 10*time.Second)
 	})
@@ -485,7 +486,7 @@ func TestExecRunsSeveralCommandsOnOneContainerAtOnce(t *testing.T) {
 				}
 			})
 		}
-		wg.Wait()
+		testwait.Group(t, &wg, time.Minute, "the end of 6 concurrent commands")
 		took := time.Since(start)
 		t.Logf("6 concurrent 0.5s commands took %v", took)
 		if took > 2500*time.Millisecond {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Beyond the reference API: MaxSize, recycling, reset and verify on Return,
@@ -48,7 +49,7 @@ func TestFeatureMaxSizeCapsThePoolAndServesWaitersInArrivalOrder(t *testing.T) {
 	is.Equal(st.Total, size)
 	is.Equal(st.Creating, 0)
 	is.NoErr(p.Return(ctx, a)) // each return goes to the oldest waiter, who returns it...
-	wg.Wait()
+	testwait.Group(t, &wg, time.Minute, "every waiter served")
 	close(order)
 	var got []int
 	for i := range order {

@@ -1,16 +1,13 @@
 package dockerpool_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +19,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Integration tests: the pool against the Docker daemon of this machine, on
@@ -260,8 +258,8 @@ func TestIntegrationBurstOfCallersEachGetTheirOwnContainer(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	var held []*dockerpool.Container
-	for range n {
-		r := <-results
+	for i := range n {
+		r := testwait.Recv(t, results, time.Minute, fmt.Sprintf("answer %d of %d to the burst of Acquires", i+1, n))
 		is.NoErr(r.err)
 		is.True(!seen[r.c.ID()]) // never one container for two callers
 		seen[r.c.ID()] = true
@@ -304,7 +302,7 @@ func TestIntegrationShutdownWaitsForContainersInUseThenRemovesEverything(t *test
 	default:
 	}
 	is.NoErr(p.Return(ctx, held))
-	is.NoErr(<-done)
+	is.NoErr(testwait.Recv(t, done, time.Minute, "Shutdown's return after the last container came back"))
 	t.Logf("shutdown took %v", time.Since(start))
 	left, err := dockerpooltest.Leftovers(cli, cfg.Name)
 	is.NoErr(err)
@@ -437,14 +435,17 @@ func TestIntegrationHelperProcessHoldsAPool(t *testing.T) {
 	if name == "" {
 		t.Skip("helper process only")
 	}
-	ctx := context.Background()
+	// Bounded, so that a daemon that cannot start containers is an ERROR
+	// line for the parent, not a helper waiting forever.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	p, err := dockerpool.New(ctx, helperConfig(name, os.Getenv("DOCKERPOOL_HELPER_IMAGE")))
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(1)
 	}
 	if err := p.WaitIdle(ctx, 3); err != nil {
-		fmt.Println("ERROR", err)
+		fmt.Println("ERROR warm up:", err)
 		os.Exit(1)
 	}
 	used, _ := p.Acquire(ctx) // held, and used: must not be adopted
@@ -456,7 +457,7 @@ func TestIntegrationHelperProcessHoldsAPool(t *testing.T) {
 		go func() { _, _ = p.Acquire(ctx) }()
 	}
 	fmt.Println("READY", used.ID(), returned.ID())
-	select {} // wait for SIGKILL
+	select {} // wait for SIGKILL (or, at worst, the -test.timeout the parent gave)
 }
 
 func helperConfig(name, image string) dockerpool.Config {
@@ -482,27 +483,12 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 		dockerpooltest.SweepPool(cli, name)
 	})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIntegrationHelperProcessHoldsAPool$", "-test.v")
-	cmd.Env = append(os.Environ(), "DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
-	out, err := cmd.StdoutPipe()
-	is.NoErr(err)
-	cmd.Stderr = os.Stderr
-	is.NoErr(cmd.Start())
-	var usedID, returnedID string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 3 && f[0] == "READY" {
-			usedID, returnedID = f[1], f[2]
-			break
-		}
-		if len(f) > 0 && f[0] == "ERROR" {
-			t.Fatal(sc.Text())
-		}
-	}
-	is.True(usedID != "")
-	is.NoErr(cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
+	helper := startHelper(t, "TestIntegrationHelperProcessHoldsAPool",
+		"DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
+	f := helper.expect(t, "READY", 90*time.Second)
+	is.Equal(len(f), 3)
+	usedID, returnedID := f[1], f[2]
+	helper.kill(t) // the crash
 
 	// What a trustworthy adoption may take: running, never exec'd. The two
 	// containers the helper ran commands in must not be among them.
