@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -207,14 +209,16 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 	stopClose := context.AfterFunc(ctx, func() { att.Close() })
 	defer stopClose()
 
+	var stdinSent atomic.Bool // all of stdin went out (see stdinResetAtExit)
 	if opts.Stdin != nil {
 		go func() {
 			r := &readErrReader{r: opts.Stdin}
-			_, _ = io.Copy(att.Conn, r)
+			_, werr := io.Copy(att.Conn, r)
 			if r.err != nil {
 				cancel(fmt.Errorf("%w: %w", errStdinFailed, r.err))
 				return
 			}
+			stdinSent.Store(werr == nil)
 			_ = att.CloseWrite() // EOF for the command
 		}()
 	}
@@ -229,7 +233,7 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 		cancel(ErrOutputLimitExceeded)
 	case ctx.Err() != nil:
 		// timeout, the caller's ctx, or stdin: context.Cause says which
-	case copyErr != nil:
+	case copyErr != nil && !stdinResetAtExit(copyErr, opts.Stdin != nil && !stdinSent.Load()):
 		cancel(fmt.Errorf("%w: %w", errStream, copyErr))
 	}
 	if ctx.Err() != nil {
@@ -257,6 +261,18 @@ func (c *Container) exec(parent context.Context, cmd []string, stdout, stderr io
 		return -1, fmt.Errorf("dockerpool: %s: %w", what, err)
 	}
 	return code, nil
+}
+
+// stdinResetAtExit reports whether copyErr, the error that ended the output
+// stream, is how Podman ends an exec whose command exited without reading
+// all of its stdin: it closes the connection with our input unread, which
+// the client sees as a connection reset (Docker drains the input and ends
+// the stream cleanly). The output sent before is not lost on a unix socket.
+// Only then is the reset taken for the end of the output; exitCode still
+// checks that the command ended, and a command that still runs is killed
+// as after a cut stream.
+func stdinResetAtExit(copyErr error, stdinPending bool) bool {
+	return stdinPending && errors.Is(copyErr, syscall.ECONNRESET)
 }
 
 // exitCode asks Docker for the exit code. Right after the output ends the
