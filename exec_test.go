@@ -37,21 +37,37 @@ func held(t *testing.T, p *dockerpool.Pool) *dockerpool.Container {
 }
 
 // processes lists the command lines of the processes in the container, as
-// Docker's top sees them from the host (so the image needs no ps).
+// the daemon's top sees them from the host (so the image needs no ps).
+//
+// Docker runs the host's ps -ef and keeps the container's lines. Podman's
+// top takes psgo descriptors instead: with "pid,args" it reads the
+// container's /proc from the host and answers in columns; with ps options
+// (or none) it runs ps inside the container and answers each line as a
+// single column, which an image without ps cannot do.
 func processes(t *testing.T, c *dockerpool.Container) []string {
 	t.Helper()
-	top, err := dockerpooltest.Client(t).ContainerTop(bg(t), c.ID(), nil)
+	var args []string
+	if dockerpooltest.Podman(t) {
+		args = []string{"pid,args"}
+	}
+	top, err := dockerpooltest.Client(t).ContainerTop(bg(t), c.ID(), args)
 	if err != nil {
 		t.Fatalf("top: %v", err)
 	}
-	cmd := len(top.Titles) - 1
+	cmd := -1
 	for i, title := range top.Titles {
 		if title == "CMD" || title == "COMMAND" {
 			cmd = i
 		}
 	}
+	if cmd < 0 {
+		t.Fatalf("top: no CMD or COMMAND column in %q", top.Titles)
+	}
 	var out []string
 	for _, p := range top.Processes {
+		if len(p) != len(top.Titles) {
+			t.Fatalf("top: process %q does not match the columns %q", p, top.Titles)
+		}
 		out = append(out, p[cmd])
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,13 +33,30 @@ func bg(t *testing.T) context.Context {
 	return ctx
 }
 
-// warm starts a pool and waits until MinIdle containers are idle.
+// warmUpTimeout bounds the warm-up of a test's pool: containers start in a
+// second or two, so a pool still cold after it will stay so (a daemon
+// that cannot start them, say).
+const warmUpTimeout = time.Minute
+
+// warm starts a pool and waits until MinIdle containers are idle. A pool
+// that does not get there fails the test with the pool's last error.
 func warm(t *testing.T, cfg dockerpool.Config) *dockerpool.Pool {
 	t.Helper()
+	var last atomic.Value // error
+	if onError := cfg.OnError; onError != nil {
+		cfg.OnError = func(err error) { last.Store(err); onError(err) }
+	} else {
+		cfg.OnError = func(err error) { last.Store(err); t.Logf("pool: %v", err) }
+	}
 	p := dockerpooltest.NewPool(t, cfg)
-	cfg = dockerpooltest.Config(t, cfg)
-	if err := p.WaitIdle(bg(t), cfg.MinIdle); err != nil {
-		t.Fatalf("warm up: %v", err)
+	ctx, cancel := context.WithTimeout(bg(t), warmUpTimeout)
+	defer cancel()
+	n := cfg.MinIdle
+	if n == 0 {
+		n = 1 // dockerpooltest.Config's default
+	}
+	if err := p.WaitIdle(ctx, n); err != nil {
+		t.Fatalf("warm up: %d container(s) idle after %v (%v); the pool's last error: %v", p.IdleCount(), warmUpTimeout, err, last.Load())
 	}
 	return p
 }

@@ -333,10 +333,21 @@ func TestSandboxMemoryLimitKillsTheHogAndTheContainerIsRetired(t *testing.T) {
 	info, ok = inspect(t, c.ID())
 	is.True(ok)
 	is.True(info.State.Running) // the container itself survives
-	// Docker reports an "oom" event, on which the pool treats the container
-	// as dead: it is not handed out again.
 	_, err := c.Exec(bg(t), []string{"true"})
 	t.Logf("exec after the OOM kill: %v", err)
+	if dockerpooltest.Podman(t) {
+		// Podman sends no "oom" event for a process of a running container
+		// (docs/podman.md, difference 2): the pool cannot tell, and keeps
+		// the container, which runs on and serves the next holder.
+		is.NoErr(err)
+		is.NoErr(p.Return(bg(t), c))
+		info, ok = inspect(t, c.ID())
+		is.True(ok && info.State.Running)
+		is.Equal(p.Stats().RemovedBy[dockerpool.ReasonDied], int64(0))
+		return
+	}
+	// Docker reports an "oom" event, on which the pool treats the container
+	// as dead: it is not handed out again.
 	is.NoErr(p.Return(bg(t), c))
 	t.Logf("removed %v after its return", waitGone(t, c.ID(), 10*time.Second))
 }
