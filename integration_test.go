@@ -486,7 +486,7 @@ func helperConfig(name, image string) dockerpool.Config {
 		Image:      dockerpool.ImageConfig{Name: image},
 		MinIdle:    3,
 		MaxIdle:    6,
-		Labels:     map[string]string{dockerpooltest.LabelTest: "crash"},
+		Labels:     map[string]string{dockerpooltest.LabelTest: "crash", dockerpooltest.LabelRun: dockerpooltest.RunID()},
 		OnError:    func(error) {},
 	}
 }
