@@ -1052,6 +1052,38 @@ func TestPoolReplacesAnIdleContainerKilledBehindItsBack(t *testing.T) {
 	})
 }
 
+// The watcher subscribes on a goroutine of its own: on a busy machine the
+// first deaths can come before it does. The subscription asks for the events
+// since the pool started (Docker, Podman and the fake replay them), so none
+// is missed. (Found as a flake of the test above: the deaths went unnoticed
+// and the dead containers counted as idle.)
+func TestPoolHearsOfDeathsThatHappenBeforeItsWatcherSubscribes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f := fakedocker.New(fakeImage)
+		killed := make(chan struct{})
+		f.Hook = func(ctx context.Context, op fakedocker.Op, _ string) error {
+			if op == fakedocker.OpEvents {
+				select { // the first subscription waits for the kills
+				case <-killed:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		}
+		p := startFake(t, f, Config{MinIdle: 2})
+		is.NoErr(p.WaitIdle(context.Background(), 2))
+		for _, c := range f.Containers() {
+			f.Kill(c.ID)
+		}
+		close(killed)
+		synctest.Wait()
+		is.NoErr(p.WaitIdle(context.Background(), 2))
+		is.Equal(f.Running(), 2)
+		is.Equal(p.Stats().RemovedBy[ReasonDied], int64(2))
+	})
+}
+
 func TestPoolHandlesAContainerRemovedBehindItsBackWhileInUse(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)
