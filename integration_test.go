@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -90,7 +91,15 @@ func waitGone(t *testing.T, id string, within time.Duration) time.Duration {
 		case err := <-errc:
 			// Not found: removed before we started waiting.
 			if !cerrdefs.IsNotFound(err) {
-				t.Fatalf("wait for removal of %s: %v", id[:12], err)
+				state := "unknown"
+				ictx, icancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if info, ierr := cli.ContainerInspect(ictx, id); ierr == nil && info.State != nil {
+					state = fmt.Sprintf("%s (running %v, error %q), named %s", info.State.Status, info.State.Running, info.State.Error, info.Name)
+				} else if ierr != nil {
+					state = ierr.Error()
+				}
+				icancel()
+				t.Fatalf("container %s was not removed within %v (%v); it is %s", id[:12], within, err, state)
 			}
 			return time.Since(start)
 		case <-tick.C:
@@ -517,32 +526,53 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 		if c.ID != usedID && c.ID != returnedID && c.State == "running" {
 			clean[c.ID] = true
 		}
+		t.Logf("left: %s %s %v %s", c.ID[:12], c.State, c.Names, c.Status)
 	}
 	t.Logf("left by the crashed process: %d containers, %d clean", len(left), len(clean))
 	is.True(len(clean) >= 1)
 
-	p, err := dockerpool.New(bg(t), helperConfig(name, image))
+	// The pool of the next process says what it adopted, and why it
+	// removes the rest.
+	var log syncBuffer
+	cfg := helperConfig(name, image)
+	cfg.Logger = newTestLogger(&log)
+	cfg.OnError = func(err error) { t.Logf("OnError: %v", err) }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the new pool's log:\n%s", log.String())
+		}
+	})
+	p, err := dockerpool.New(bg(t), cfg)
 	is.NoErr(err)
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) }) // before the sweep: cleanups run last-in first-out
-	st := p.Stats()
-	is.Equal(st.Adopted, int64(len(clean)))
+	adopted := map[string]bool{}
+	for _, m := range regexp.MustCompile(`msg="container adopted" id=([0-9a-f]{12})`).FindAllStringSubmatch(log.String(), -1) {
+		adopted[m[1]] = true
+	}
+	is.Equal(p.Stats().Adopted, int64(len(adopted)))
 	// The used and the returned-after-use containers are gone, not adopted.
+	is.True(!adopted[usedID[:12]] && !adopted[returnedID[:12]])
 	waitGone(t, usedID, 10*time.Second)
 	waitGone(t, returnedID, 10*time.Second)
-	// Everything else of the label went; the adopted ones stayed.
 	for _, c := range left {
-		if c.ID == usedID || c.ID == returnedID {
-			continue // waited for above
-		}
-		if !clean[c.ID] {
-			// A creation the crashed process had in flight: the daemon may
-			// still be finishing its start, which a removal waits for. The
-			// pool retries; Shutdown's sweep below is the final word.
-			if took := waitGone(t, c.ID, 45*time.Second); took > 2*time.Second {
-				t.Logf("container %s (%s when listed) took %v to go", c.ID[:12], c.State, took)
+		switch {
+		case c.ID == usedID || c.ID == returnedID:
+			// waited for above
+		case clean[c.ID]:
+			// Running and clean when the crash was seen: adopted, and alive.
+			if !adopted[c.ID[:12]] {
+				t.Errorf("container %s, clean and running after the crash, was not adopted", c.ID[:12])
+			} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
+				t.Errorf("adopted container %s is gone", c.ID[:12])
 			}
-		} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
-			t.Errorf("adopted container %s is gone", c.ID[:12])
+		case adopted[c.ID[:12]]:
+			// A creation the crashed process had in flight, whose start the
+			// daemon finished after the crash: running and never used, so
+			// adopted too.
+			t.Logf("container %s (%s when the crash was seen) was adopted: its start finished after the crash", c.ID[:12], c.State)
+		default:
+			// A creation that was still in flight, not started: removed.
+			waitGone(t, c.ID, 10*time.Second)
 		}
 	}
 	is.NoErr(p.Shutdown(bg(t)))
