@@ -220,9 +220,10 @@ func SkipExamplesIfUnavailable() {
 	}
 }
 
-// Main wraps m for TestMain: its Run runs the tests, then prints
-// SkipReport's line, if any, to stdout and to the terminal (go test shows a
-// passing package's output only with -v; the terminal sees it anyway).
+// Main wraps m for TestMain: its Run runs the tests, removes the agent that
+// Agent built, then prints SkipReport's line, if any, to stdout and to the
+// terminal (go test shows a passing package's output only with -v; the
+// terminal sees it anyway).
 //
 //	func TestMain(m *testing.M) { os.Exit(dockerpooltest.Main(m).Run()) }
 func Main(m *testing.M) interface{ Run() int } { return mainRunner{m} }
@@ -231,6 +232,7 @@ type mainRunner struct{ m *testing.M }
 
 func (r mainRunner) Run() int {
 	code := r.m.Run()
+	removeAgent()
 	if line := SkipReport(); line != "" {
 		fmt.Println(line)
 		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
