@@ -363,13 +363,23 @@ func AssertClean(t testing.TB, cli *client.Client, poolName string) {
 	}
 }
 
-// SweepPool force-removes every container of the named pool. Use it in
-// cleanups of tests that bypass Shutdown on purpose.
+// SweepPool force-removes every container of the named pool, listing again
+// until none is left (for 30 seconds at most): Docker lists a container
+// whose creation is still in progress before it can remove it, so one pass
+// can miss the creations a killed process had in flight. Use it in cleanups
+// of tests that bypass Shutdown on purpose.
 func SweepPool(cli *client.Client, poolName string) {
-	left, _ := Leftovers(cli, poolName)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, c := range left {
-		_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		left, err := Leftovers(cli, poolName)
+		if err == nil && len(left) == 0 || time.Now().After(deadline) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for _, c := range left {
+			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		}
+		cancel()
+		time.Sleep(wait) // the daemon announces no end of a creation: poll
 	}
 }
