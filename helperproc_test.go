@@ -15,14 +15,15 @@ import (
 	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
-// helperProcess is this test binary run again as a helper "test" of its own
-// (a process a test can crash with SIGKILL). It never outlives the test that
-// started it:
+// helperProcess is this test binary run again as a helper process (one a
+// test can crash with SIGKILL): TestMain sees DOCKERPOOL_HELPER_POOL in its
+// environment and runs holdAPool instead of the tests. It never outlives the
+// test that started it:
 //
 //   - it is killed and waited for at the test's cleanup, whatever happened;
 //   - the kernel kills it when the test binary dies, go test's -timeout
 //     included (Pdeathsig);
-//   - it runs under a -test.timeout of its own, in case both are missed;
+//   - it exits by itself after helperTimeout, in case both are missed;
 //   - its stdout and stderr are pipes that this process reads, never the
 //     test binary's own: an orphan holding go test's stdout open would keep
 //     go test from returning after the test binary is gone.
@@ -35,15 +36,15 @@ type helperProcess struct {
 	stderr   lockedBuffer
 }
 
-// helperTimeout is the helper's own -test.timeout.
+// helperTimeout bounds the helper's life.
 const helperTimeout = 3 * time.Minute
 
-// startHelper runs the helper test named run with env added to the
-// environment.
-func startHelper(t *testing.T, run string, env ...string) *helperProcess {
+// startHelper runs the helper process with env added to the environment.
+func startHelper(t *testing.T, env ...string) *helperProcess {
 	t.Helper()
 	h := &helperProcess{lines: make(chan string), exited: make(chan struct{}), stop: make(chan struct{})}
-	h.cmd = exec.Command(os.Args[0], "-test.run=^"+run+"$", "-test.v", "-test.timeout="+helperTimeout.String())
+	// No test would run should TestMain not see the variable.
+	h.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	h.cmd.Env = append(os.Environ(), env...)
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// Not *os.File writers: os/exec copies from pipes of its own, and Wait
@@ -74,7 +75,7 @@ func startHelper(t *testing.T, run string, env ...string) *helperProcess {
 	t.Cleanup(func() {
 		h.kill(t)
 		if t.Failed() {
-			t.Logf("helper process %s: stderr:\n%s", run, h.stderr.String())
+			t.Logf("helper process: stderr:\n%s", h.stderr.String())
 		}
 	})
 	return h

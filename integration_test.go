@@ -455,36 +455,47 @@ func TestIntegrationNewFailsWithinSecondsWhenTheDaemonCannotBeReached(t *testing
 
 // ---- recovery after a crash ------------------------------------------------
 
-// TestIntegrationHelperProcessHoldsAPool is not a test: it is the process
-// that TestIntegrationNewAdoptsWhatACrashedProcessLeft starts and kills.
-func TestIntegrationHelperProcessHoldsAPool(t *testing.T) {
-	name := os.Getenv("DOCKERPOOL_HELPER_POOL")
-	if name == "" {
-		t.Skip("helper process only")
-	}
+// holdAPool is the process that TestIntegrationNewAdoptsWhatACrashedProcessLeft
+// starts and kills: the test binary run again with DOCKERPOOL_HELPER_POOL
+// set, which TestMain sends here instead of to the tests. It prints READY
+// and the IDs of the two containers it ran commands in, or ERROR and why,
+// and waits to be killed (at most helperTimeout).
+func holdAPool(name, image string) int {
+	time.AfterFunc(helperTimeout, func() {
+		fmt.Println("ERROR the helper process was not killed within", helperTimeout)
+		os.Exit(2)
+	})
 	// Bounded, so that a daemon that cannot start containers is an ERROR
 	// line for the parent, not a helper waiting forever.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := dockerpool.New(ctx, helperConfig(name, os.Getenv("DOCKERPOOL_HELPER_IMAGE")))
+	p, err := dockerpool.New(ctx, helperConfig(name, image))
 	if err != nil {
 		fmt.Println("ERROR", err)
-		os.Exit(1)
+		return 1
 	}
 	if err := p.WaitIdle(ctx, 3); err != nil {
 		fmt.Println("ERROR warm up:", err)
-		os.Exit(1)
+		return 1
 	}
-	used, _ := p.Acquire(ctx) // held, and used: must not be adopted
-	_, _ = used.Exec(ctx, []string{"true"})
-	returned, _ := p.Acquire(ctx) // used then returned: idle but not clean
-	_, _ = returned.Exec(ctx, []string{"touch", "/tmp/secret"})
+	used, err := p.Acquire(ctx) // held, and used: must not be adopted
+	if err == nil {
+		_, err = used.Exec(ctx, []string{"true"})
+	}
+	returned, err2 := p.Acquire(ctx) // used then returned: idle but not clean
+	if err2 == nil {
+		_, err2 = returned.Exec(ctx, []string{"touch", "/tmp/secret"})
+	}
+	if err := errors.Join(err, err2); err != nil {
+		fmt.Println("ERROR", err)
+		return 1
+	}
 	_ = p.Return(ctx, returned)
 	for range 3 { // creations in flight when the process dies
 		go func() { _, _ = p.Acquire(ctx) }()
 	}
 	fmt.Println("READY", used.ID(), returned.ID())
-	select {} // wait for SIGKILL (or, at worst, the -test.timeout the parent gave)
+	select {} // wait for SIGKILL
 }
 
 func helperConfig(name, image string) dockerpool.Config {
@@ -510,8 +521,7 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 		dockerpooltest.SweepPool(cli, name)
 	})
 
-	helper := startHelper(t, "TestIntegrationHelperProcessHoldsAPool",
-		"DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
+	helper := startHelper(t, "DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
 	f := helper.expect(t, "READY", 90*time.Second)
 	is.Equal(len(f), 3)
 	usedID, returnedID := f[1], f[2]

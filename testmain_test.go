@@ -1,6 +1,7 @@
 package dockerpool_test
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -13,6 +14,10 @@ import (
 // (and outside CI), the examples are not run, and the run ends with a line
 // that says how many tests were skipped and why.
 func TestMain(m *testing.M) {
+	if name := os.Getenv("DOCKERPOOL_HELPER_POOL"); name != "" {
+		// Not the tests: the adoption test's helper process.
+		os.Exit(holdAPool(name, os.Getenv("DOCKERPOOL_HELPER_IMAGE")))
+	}
 	dockerpooltest.SkipExamplesIfUnavailable()
 	goleak.VerifyTestMain(dockerpooltest.Main(m),
 		// Idle keep-alive connections of the shared Docker client used by

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dockerpool/dockerpool/dockerpooltest"
 	"github.com/dockerpool/dockerpool/internal/agentproto"
 )
 
@@ -50,12 +51,18 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := dockerpooltest.Main(m).Run() // and the line about skipped tests, if any
 	os.RemoveAll(dir)
 	if code == 0 {
 		// No test may leave a goroutine behind (a reader of a killed agent's
 		// pipes, say).
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(
+			// Idle keep-alive connections of dockerpooltest's shared
+			// Docker client (TestInContainer); they belong to net/http.
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
