@@ -424,8 +424,17 @@ func TestExecFeedsStdinAndClosesItAtEOF(t *testing.T) {
 		})
 		t.Run("a command that does not read its input still finishes", func(t *testing.T) {
 			is := is.New(t)
-			res, err := c.ExecStd(bg(t), []string{"echo", "ignored"}, dockerpool.ExecOptions{Stdin: bytes.NewReader(make([]byte, 8<<20))})
+			res, err := c.ExecStd(bg(t), []string{"sh", "-c", "echo ignored; exit 3"}, dockerpool.ExecOptions{Stdin: bytes.NewReader(make([]byte, 8<<20))})
 			is.NoErr(err)
+			is.Equal(res.ExitCode, 3)
+			if !path.agent && dockerpooltest.Podman(t) {
+				// Podman 4.3 loses the output of an exec whose command
+				// exits without reading all of its stdin in about a third
+				// of the runs, whatever the input's size (docs/podman.md,
+				// difference 10). What holds: it finishes, with its code.
+				t.Logf("Podman: stdout %q", res.Stdout)
+				return
+			}
 			is.Equal(string(res.Stdout), "ignored\n")
 		})
 	})
