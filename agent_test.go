@@ -17,6 +17,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // The agent path beyond what the exec tests (run on both paths) cover:
@@ -145,7 +146,7 @@ func TestAgentThatDiesDuringAnExecTakesItsContainerOutOfThePool(t *testing.T) {
 		}), nil, dockerpool.ExecOptions{})
 		errc <- err
 	}()
-	<-started
+	testwait.Recv(t, started, time.Minute, "the command's first output")
 	// Kill the agent (the container's main process) from outside.
 	is.NoErr(dockerpooltest.Client(t).ContainerKill(bg(t), c.ID(), "SIGKILL"))
 	select {
@@ -163,19 +164,23 @@ func TestAgentThatDiesDuringAnExecTakesItsContainerOutOfThePool(t *testing.T) {
 func TestAgentResetOnReturnKillsLeftoversAndEmptiesDirectories(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	cfg := execPaths[1].config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 1})
+	// MaxIdle 2: room for the refill's container and ours.
+	cfg := execPaths[1].config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 2})
 	cfg.Agent.ResetOnReturn = true
 	cfg.Agent.ResetDirs = []string{"/tmp"}
 	p := warm(t, cfg)
 	c, err := p.Acquire(bg(t))
 	is.NoErr(err)
+	// The refill's replacement first: were it still being made when ours
+	// comes back from the reset, it would land on top of the idle stack.
+	is.NoErr(p.WaitIdle(bg(t), 1))
 	// A command that ends normally but leaves a process and a file behind.
 	res, err := c.Exec(bg(t), []string{"sh", "-c", "sleep 1021 >/dev/null 2>&1 & touch /tmp/secret"})
 	is.NoErr(err)
 	is.Equal(res.ExitCode, 0)
 	is.Equal(len(strays(t, c, "sleep 1021")), 1)
 	is.NoErr(p.Return(bg(t), c))
-	is.NoErr(p.WaitIdle(bg(t), 1))
+	is.NoErr(p.WaitIdle(bg(t), 2)) // ours is back, on top
 	next, err := p.Acquire(bg(t))
 	is.NoErr(err)
 	defer p.Return(bg(t), next)
@@ -212,7 +217,7 @@ func TestAgentRunsAThousandConcurrentExecsOnTenContainers(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait()
+	testwait.Group(t, &wg, 2*time.Minute, "the end of the 1000 concurrent execs")
 	wall := time.Since(start)
 	failed.Range(func(k, v any) bool {
 		t.Errorf("exec %v: %v", k, v)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Fault 1 (isolation, fixed). When the hijacked connection of an exec is cut between
@@ -40,10 +41,10 @@ func TestChaosRegressionACutExecIsKilledBeforeTheNextHolderGetsTheContainer(t *t
 		_, err := c.ExecStream(bg(t), []string{"sh", "-c", "echo started; sleep 1031"}, w, nil, dockerpool.ExecOptions{})
 		execErr <- err
 	}()
-	<-started
+	testwait.Recv(t, started, time.Minute, "the command's first output")
 	cutAt := time.Now()
 	fp.Cut()
-	err = <-execErr
+	err = testwait.Recv(t, execErr, time.Minute, "ExecStream's return after the cut")
 	took := time.Since(cutAt)
 	left := strays(t, c, "sleep 1031")
 	t.Logf("Exec returned %v after the cut: %v; tainted: %v; its processes still running: %q", took, err, c.Tainted(), left)

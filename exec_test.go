@@ -19,6 +19,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Exec's promises, on the real daemon. Most tests share nothing and run in
@@ -36,21 +37,37 @@ func held(t *testing.T, p *dockerpool.Pool) *dockerpool.Container {
 }
 
 // processes lists the command lines of the processes in the container, as
-// Docker's top sees them from the host (so the image needs no ps).
+// the daemon's top sees them from the host (so the image needs no ps).
+//
+// Docker runs the host's ps -ef and keeps the container's lines. Podman's
+// top takes psgo descriptors instead: with "pid,args" it reads the
+// container's /proc from the host and answers in columns; with ps options
+// (or none) it runs ps inside the container and answers each line as a
+// single column, which an image without ps cannot do.
 func processes(t *testing.T, c *dockerpool.Container) []string {
 	t.Helper()
-	top, err := dockerpooltest.Client(t).ContainerTop(bg(t), c.ID(), nil)
+	var args []string
+	if dockerpooltest.Podman(t) {
+		args = []string{"pid,args"}
+	}
+	top, err := dockerpooltest.Client(t).ContainerTop(bg(t), c.ID(), args)
 	if err != nil {
 		t.Fatalf("top: %v", err)
 	}
-	cmd := len(top.Titles) - 1
+	cmd := -1
 	for i, title := range top.Titles {
 		if title == "CMD" || title == "COMMAND" {
 			cmd = i
 		}
 	}
+	if cmd < 0 {
+		t.Fatalf("top: no CMD or COMMAND column in %q", top.Titles)
+	}
 	var out []string
 	for _, p := range top.Processes {
+		if len(p) != len(top.Titles) {
+			t.Fatalf("top: process %q does not match the columns %q", p, top.Titles)
+		}
 		out = append(out, p[cmd])
 	}
 	return out
@@ -201,9 +218,9 @@ func TestExecCancelledByTheCallerKillsLikeATimeout(t *testing.T) {
 			_, err := c.ExecStream(ctx, []string{"sh", "-c", "echo go; sleep 1006 & sleep 1007"}, w, nil, dockerpool.ExecOptions{})
 			errc <- err
 		}()
-		<-started // the command runs
+		testwait.Recv(t, started, time.Minute, "the command's first output") // it runs
 		cancel()
-		err := <-errc
+		err := testwait.Recv(t, errc, time.Minute, "ExecStream's return after the cancel")
 		is.True(errors.Is(err, context.Canceled))
 		is.True(!errors.Is(err, dockerpool.ErrExecTimeout))
 		is.True(!c.Tainted())
@@ -253,12 +270,12 @@ func TestExecTimeoutWhileOtherCommandsRunTaintsInsteadOfKillingThem(t *testing.T
 			}), nil, dockerpool.ExecOptions{})
 			other <- code
 		}()
-		<-started
+		testwait.Recv(t, started, time.Minute, `the other command's "up"`)
 		_, err = c.ExecStd(bg(t), []string{"sh", "-c", "sleep 1009 & sleep 1010"}, dockerpool.ExecOptions{Timeout: 200 * time.Millisecond})
 		is.True(errors.Is(err, dockerpool.ErrExecTimeout))
 		is.True(c.Tainted())
-		is.Equal(strays(t, c, "sleep 10"), []string(nil)) // the timed-out command's processes are gone...
-		is.Equal(<-other, 0)                              // ...and the other command finished untouched
+		is.Equal(strays(t, c, "sleep 10"), []string(nil))                            // the timed-out command's processes are gone...
+		is.Equal(testwait.Recv(t, other, time.Minute, "the other command's end"), 0) // ...and it finished untouched
 		is.NoErr(p.Return(bg(t), c))
 		waitGone(t, c.ID(), 10*time.Second)
 	})
@@ -407,8 +424,17 @@ func TestExecFeedsStdinAndClosesItAtEOF(t *testing.T) {
 		})
 		t.Run("a command that does not read its input still finishes", func(t *testing.T) {
 			is := is.New(t)
-			res, err := c.ExecStd(bg(t), []string{"echo", "ignored"}, dockerpool.ExecOptions{Stdin: bytes.NewReader(make([]byte, 8<<20))})
+			res, err := c.ExecStd(bg(t), []string{"sh", "-c", "echo ignored; exit 3"}, dockerpool.ExecOptions{Stdin: bytes.NewReader(make([]byte, 8<<20))})
 			is.NoErr(err)
+			is.Equal(res.ExitCode, 3)
+			if !path.agent && dockerpooltest.Podman(t) {
+				// Podman 4.3 loses the output of an exec whose command
+				// exits without reading all of its stdin in about a third
+				// of the runs, whatever the input's size (docs/podman.md,
+				// difference 10). What holds: it finishes, with its code.
+				t.Logf("Podman: stdout %q", res.Stdout)
+				return
+			}
 			is.Equal(string(res.Stdout), "ignored\n")
 		})
 	})
@@ -450,9 +476,12 @@ func TestExecOnADeadOrRemovedContainerFailsPromptly(t *testing.T) {
 func TestExecThroughAReleasedHandleNeverRunsInSomeoneElsesContainer(t *testing.T) {
 	onEachPath(t, func(t *testing.T, path execPath) {
 		is := is.New(t)
-		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 1}))
+		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1, MaxIdle: 2}))
 		old, err := p.Acquire(bg(t))
 		is.NoErr(err)
+		// The refill's replacement is idle before ours comes back, so that
+		// ours is on top of the idle stack.
+		is.NoErr(p.WaitIdle(bg(t), 1))
 		is.NoErr(p.Return(bg(t), old))
 		now, err := p.Acquire(bg(t)) // the same container, a new holder
 		is.NoErr(err)
@@ -482,7 +511,7 @@ func TestExecRunsSeveralCommandsOnOneContainerAtOnce(t *testing.T) {
 				}
 			})
 		}
-		wg.Wait()
+		testwait.Group(t, &wg, time.Minute, "the end of 6 concurrent commands")
 		took := time.Since(start)
 		t.Logf("6 concurrent 0.5s commands took %v", took)
 		if took > 2500*time.Millisecond {

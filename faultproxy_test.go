@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 	"github.com/matryer/is"
+
+	"github.com/dockerpool/dockerpool/dockerpooltest"
 )
 
 // A fault-injecting proxy for the Docker socket: it listens on a unix socket
@@ -77,6 +79,9 @@ func daemonSocket(t testing.TB) string {
 	if h := os.Getenv("DOCKER_HOST"); h != "" {
 		if path, ok := strings.CutPrefix(h, "unix://"); ok {
 			return path
+		}
+		if os.Getenv("CI") != "" { // no skipped integration test under CI
+			t.Fatalf("fault proxy: DOCKER_HOST=%s is not a unix socket (CI is set: this is a failure, not a skip)", h)
 		}
 		t.Skipf("fault proxy: DOCKER_HOST=%s is not a unix socket", h)
 	}
@@ -397,9 +402,8 @@ func (p *faultProxy) pump(pc *proxyConn, src, dst net.Conn, toDaemon bool) {
 func TestFaultProxyPassesRefusesStallsAndCutsOnDemand(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	if sock := daemonSocket(t); !socketExists(sock) {
-		t.Skipf("no daemon socket at %s", sock)
-	}
+	dockerpooltest.Client(t) // a daemon that answers: skip without one, or fail under CI
+	daemonSocket(t)
 	fp := newFaultProxy(t)
 	cli := fp.Client(t)
 	ping := func(d time.Duration) (time.Duration, error) {
@@ -456,9 +460,8 @@ func TestFaultProxyPassesRefusesStallsAndCutsOnDemand(t *testing.T) {
 func TestFaultProxyCarriesTheEventStreamAndCutsIt(t *testing.T) {
 	t.Parallel()
 	is := is.New(t)
-	if sock := daemonSocket(t); !socketExists(sock) {
-		t.Skipf("no daemon socket at %s", sock)
-	}
+	dockerpooltest.Client(t) // a daemon that answers: skip without one, or fail under CI
+	daemonSocket(t)
 	fp := newFaultProxy(t)
 	cli := fp.Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -479,11 +482,6 @@ func TestFaultProxyCarriesTheEventStreamAndCutsIt(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the event stream survived a cut")
 	}
-}
-
-func socketExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // eventsOptionsForNothing subscribes to the events of a label nobody uses.

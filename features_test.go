@@ -13,6 +13,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Beyond the reference API: MaxSize, recycling, reset and verify on Return,
@@ -48,7 +49,7 @@ func TestFeatureMaxSizeCapsThePoolAndServesWaitersInArrivalOrder(t *testing.T) {
 	is.Equal(st.Total, size)
 	is.Equal(st.Creating, 0)
 	is.NoErr(p.Return(ctx, a)) // each return goes to the oldest waiter, who returns it...
-	wg.Wait()
+	testwait.Group(t, &wg, time.Minute, "every waiter served")
 	close(order)
 	var got []int
 	for i := range order {
@@ -83,7 +84,7 @@ func TestFeatureOnReturnCleansBeforeReuseAndAFailedResetRemoves(t *testing.T) {
 	var calls sync.Map
 	p := warm(t, dockerpool.Config{
 		MinIdle: 1,
-		MaxIdle: 1,
+		MaxIdle: 2, // room for the refill's container and ours
 		OnReturn: func(ctx context.Context, c *dockerpool.Container) error {
 			calls.Store(c.ID(), true)
 			// A container marked poisoned cannot be cleaned: the hook fails.
@@ -100,10 +101,13 @@ func TestFeatureOnReturnCleansBeforeReuseAndAFailedResetRemoves(t *testing.T) {
 	ctx := bg(t)
 	c, err := p.Acquire(ctx)
 	is.NoErr(err)
+	// The refill's replacement first: were it still being made when ours
+	// comes back from OnReturn, it would land on top of the idle stack.
+	is.NoErr(p.WaitIdle(ctx, 1))
 	_, err = c.Exec(ctx, []string{"touch", "/tmp/leftover"})
 	is.NoErr(err)
 	is.NoErr(p.Return(ctx, c))
-	is.NoErr(p.WaitIdle(ctx, 1))
+	is.NoErr(p.WaitIdle(ctx, 2)) // ours is back, on top
 	_, ok := calls.Load(c.ID())
 	is.True(ok)
 	again, err := p.Acquire(ctx)
@@ -177,7 +181,7 @@ func TestFeatureKillProcessesInOnReturnClearsWhatAHolderLeftRunning(t *testing.T
 	is := is.New(t)
 	p := warm(t, dockerpool.Config{
 		MinIdle: 1,
-		MaxIdle: 1,
+		MaxIdle: 2, // room for the refill's container and ours
 		OnReturn: func(ctx context.Context, c *dockerpool.Container) error {
 			return c.KillProcesses(ctx)
 		},
@@ -185,12 +189,15 @@ func TestFeatureKillProcessesInOnReturnClearsWhatAHolderLeftRunning(t *testing.T
 	ctx := bg(t)
 	c, err := p.Acquire(ctx)
 	is.NoErr(err)
+	// The refill's replacement first: were it still being made when ours
+	// comes back from OnReturn, it would land on top of the idle stack.
+	is.NoErr(p.WaitIdle(ctx, 1))
 	// Ends normally, but leaves a process behind.
 	_, err = c.Exec(ctx, []string{"sh", "-c", "sleep 1030 >/dev/null 2>&1 &"})
 	is.NoErr(err)
 	is.Equal(len(strays(t, c, "sleep 1030")), 1)
 	is.NoErr(p.Return(ctx, c))
-	is.NoErr(p.WaitIdle(ctx, 1))
+	is.NoErr(p.WaitIdle(ctx, 2)) // ours is back, on top
 	next, err := p.Acquire(ctx)
 	is.NoErr(err)
 	defer p.Return(ctx, next)

@@ -1,16 +1,15 @@
 package dockerpool_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 // Integration tests: the pool against the Docker daemon of this machine, on
@@ -34,13 +34,30 @@ func bg(t *testing.T) context.Context {
 	return ctx
 }
 
-// warm starts a pool and waits until MinIdle containers are idle.
+// warmUpTimeout bounds the warm-up of a test's pool: containers start in a
+// second or two, so a pool still cold after it will stay so (a daemon
+// that cannot start them, say).
+const warmUpTimeout = time.Minute
+
+// warm starts a pool and waits until MinIdle containers are idle. A pool
+// that does not get there fails the test with the pool's last error.
 func warm(t *testing.T, cfg dockerpool.Config) *dockerpool.Pool {
 	t.Helper()
+	var last atomic.Value // error
+	if onError := cfg.OnError; onError != nil {
+		cfg.OnError = func(err error) { last.Store(err); onError(err) }
+	} else {
+		cfg.OnError = func(err error) { last.Store(err); t.Logf("pool: %v", err) }
+	}
 	p := dockerpooltest.NewPool(t, cfg)
-	cfg = dockerpooltest.Config(t, cfg)
-	if err := p.WaitIdle(bg(t), cfg.MinIdle); err != nil {
-		t.Fatalf("warm up: %v", err)
+	ctx, cancel := context.WithTimeout(bg(t), warmUpTimeout)
+	defer cancel()
+	n := cfg.MinIdle
+	if n == 0 {
+		n = 1 // dockerpooltest.Config's default
+	}
+	if err := p.WaitIdle(ctx, n); err != nil {
+		t.Fatalf("warm up: %d container(s) idle after %v (%v); the pool's last error: %v", p.IdleCount(), warmUpTimeout, err, last.Load())
 	}
 	return p
 }
@@ -74,7 +91,15 @@ func waitGone(t *testing.T, id string, within time.Duration) time.Duration {
 		case err := <-errc:
 			// Not found: removed before we started waiting.
 			if !cerrdefs.IsNotFound(err) {
-				t.Fatalf("wait for removal of %s: %v", id[:12], err)
+				state := "unknown"
+				ictx, icancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if info, ierr := cli.ContainerInspect(ictx, id); ierr == nil && info.State != nil {
+					state = fmt.Sprintf("%s (running %v, error %q), named %s", info.State.Status, info.State.Running, info.State.Error, info.Name)
+				} else if ierr != nil {
+					state = ierr.Error()
+				}
+				icancel()
+				t.Fatalf("container %s was not removed within %v (%v); it is %s", id[:12], within, err, state)
 			}
 			return time.Since(start)
 		case <-tick.C:
@@ -137,6 +162,10 @@ func TestIntegrationIdleStackIsLastInFirstOut(t *testing.T) {
 	is.NoErr(err)
 	b, err := p.Acquire(ctx)
 	is.NoErr(err)
+	// Of the refill's creation and b's, the one b did not get goes idle:
+	// wait for it, so that no creation lands on top of the stack after
+	// the returns.
+	is.NoErr(p.WaitIdle(ctx, 1))
 	is.NoErr(p.Return(ctx, a))
 	is.NoErr(p.Return(ctx, b))
 	c, err := p.Acquire(ctx)
@@ -256,8 +285,8 @@ func TestIntegrationBurstOfCallersEachGetTheirOwnContainer(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	var held []*dockerpool.Container
-	for range n {
-		r := <-results
+	for i := range n {
+		r := testwait.Recv(t, results, time.Minute, fmt.Sprintf("answer %d of %d to the burst of Acquires", i+1, n))
 		is.NoErr(r.err)
 		is.True(!seen[r.c.ID()]) // never one container for two callers
 		seen[r.c.ID()] = true
@@ -300,7 +329,7 @@ func TestIntegrationShutdownWaitsForContainersInUseThenRemovesEverything(t *test
 	default:
 	}
 	is.NoErr(p.Return(ctx, held))
-	is.NoErr(<-done)
+	is.NoErr(testwait.Recv(t, done, time.Minute, "Shutdown's return after the last container came back"))
 	t.Logf("shutdown took %v", time.Since(start))
 	left, err := dockerpooltest.Leftovers(cli, cfg.Name)
 	is.NoErr(err)
@@ -426,27 +455,41 @@ func TestIntegrationNewFailsWithinSecondsWhenTheDaemonCannotBeReached(t *testing
 
 // ---- recovery after a crash ------------------------------------------------
 
-// TestIntegrationHelperProcessHoldsAPool is not a test: it is the process
-// that TestIntegrationNewAdoptsWhatACrashedProcessLeft starts and kills.
-func TestIntegrationHelperProcessHoldsAPool(t *testing.T) {
-	name := os.Getenv("DOCKERPOOL_HELPER_POOL")
-	if name == "" {
-		t.Skip("helper process only")
-	}
-	ctx := context.Background()
-	p, err := dockerpool.New(ctx, helperConfig(name, os.Getenv("DOCKERPOOL_HELPER_IMAGE")))
+// holdAPool is the process that TestIntegrationNewAdoptsWhatACrashedProcessLeft
+// starts and kills: the test binary run again with DOCKERPOOL_HELPER_POOL
+// set, which TestMain sends here instead of to the tests. It prints READY
+// and the IDs of the two containers it ran commands in, or ERROR and why,
+// and waits to be killed (at most helperTimeout).
+func holdAPool(name, image string) int {
+	time.AfterFunc(helperTimeout, func() {
+		fmt.Println("ERROR the helper process was not killed within", helperTimeout)
+		os.Exit(2)
+	})
+	// Bounded, so that a daemon that cannot start containers is an ERROR
+	// line for the parent, not a helper waiting forever.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := dockerpool.New(ctx, helperConfig(name, image))
 	if err != nil {
 		fmt.Println("ERROR", err)
-		os.Exit(1)
+		return 1
 	}
 	if err := p.WaitIdle(ctx, 3); err != nil {
-		fmt.Println("ERROR", err)
-		os.Exit(1)
+		fmt.Println("ERROR warm up:", err)
+		return 1
 	}
-	used, _ := p.Acquire(ctx) // held, and used: must not be adopted
-	_, _ = used.Exec(ctx, []string{"true"})
-	returned, _ := p.Acquire(ctx) // used then returned: idle but not clean
-	_, _ = returned.Exec(ctx, []string{"touch", "/tmp/secret"})
+	used, err := p.Acquire(ctx) // held, and used: must not be adopted
+	if err == nil {
+		_, err = used.Exec(ctx, []string{"true"})
+	}
+	returned, err2 := p.Acquire(ctx) // used then returned: idle but not clean
+	if err2 == nil {
+		_, err2 = returned.Exec(ctx, []string{"touch", "/tmp/secret"})
+	}
+	if err := errors.Join(err, err2); err != nil {
+		fmt.Println("ERROR", err)
+		return 1
+	}
 	_ = p.Return(ctx, returned)
 	for range 3 { // creations in flight when the process dies
 		go func() { _, _ = p.Acquire(ctx) }()
@@ -463,7 +506,7 @@ func helperConfig(name, image string) dockerpool.Config {
 		Image:      dockerpool.ImageConfig{Name: image},
 		MinIdle:    3,
 		MaxIdle:    6,
-		Labels:     map[string]string{dockerpooltest.LabelTest: "crash"},
+		Labels:     map[string]string{dockerpooltest.LabelTest: "crash", dockerpooltest.LabelRun: dockerpooltest.RunID()},
 		OnError:    func(error) {},
 	}
 }
@@ -478,27 +521,11 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 		dockerpooltest.SweepPool(cli, name)
 	})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestIntegrationHelperProcessHoldsAPool$", "-test.v")
-	cmd.Env = append(os.Environ(), "DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
-	out, err := cmd.StdoutPipe()
-	is.NoErr(err)
-	cmd.Stderr = os.Stderr
-	is.NoErr(cmd.Start())
-	var usedID, returnedID string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 3 && f[0] == "READY" {
-			usedID, returnedID = f[1], f[2]
-			break
-		}
-		if len(f) > 0 && f[0] == "ERROR" {
-			t.Fatal(sc.Text())
-		}
-	}
-	is.True(usedID != "")
-	is.NoErr(cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
+	helper := startHelper(t, "DOCKERPOOL_HELPER_POOL="+name, "DOCKERPOOL_HELPER_IMAGE="+image)
+	f := helper.expect(t, "READY", 90*time.Second)
+	is.Equal(len(f), 3)
+	usedID, returnedID := f[1], f[2]
+	helper.kill(t) // the crash
 
 	// What a trustworthy adoption may take: running, never exec'd. The two
 	// containers the helper ran commands in must not be among them.
@@ -509,32 +536,53 @@ func TestIntegrationNewAdoptsWhatACrashedProcessLeft(t *testing.T) {
 		if c.ID != usedID && c.ID != returnedID && c.State == "running" {
 			clean[c.ID] = true
 		}
+		t.Logf("left: %s %s %v %s", c.ID[:12], c.State, c.Names, c.Status)
 	}
 	t.Logf("left by the crashed process: %d containers, %d clean", len(left), len(clean))
 	is.True(len(clean) >= 1)
 
-	p, err := dockerpool.New(bg(t), helperConfig(name, image))
+	// The pool of the next process says what it adopted, and why it
+	// removes the rest.
+	var log syncBuffer
+	cfg := helperConfig(name, image)
+	cfg.Logger = newTestLogger(&log)
+	cfg.OnError = func(err error) { t.Logf("OnError: %v", err) }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the new pool's log:\n%s", log.String())
+		}
+	})
+	p, err := dockerpool.New(bg(t), cfg)
 	is.NoErr(err)
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) }) // before the sweep: cleanups run last-in first-out
-	st := p.Stats()
-	is.Equal(st.Adopted, int64(len(clean)))
+	adopted := map[string]bool{}
+	for _, m := range regexp.MustCompile(`msg="container adopted" id=([0-9a-f]{12})`).FindAllStringSubmatch(log.String(), -1) {
+		adopted[m[1]] = true
+	}
+	is.Equal(p.Stats().Adopted, int64(len(adopted)))
 	// The used and the returned-after-use containers are gone, not adopted.
+	is.True(!adopted[usedID[:12]] && !adopted[returnedID[:12]])
 	waitGone(t, usedID, 10*time.Second)
 	waitGone(t, returnedID, 10*time.Second)
-	// Everything else of the label went; the adopted ones stayed.
 	for _, c := range left {
-		if c.ID == usedID || c.ID == returnedID {
-			continue // waited for above
-		}
-		if !clean[c.ID] {
-			// A creation the crashed process had in flight: the daemon may
-			// still be finishing its start, which a removal waits for. The
-			// pool retries; Shutdown's sweep below is the final word.
-			if took := waitGone(t, c.ID, 45*time.Second); took > 2*time.Second {
-				t.Logf("container %s (%s when listed) took %v to go", c.ID[:12], c.State, took)
+		switch {
+		case c.ID == usedID || c.ID == returnedID:
+			// waited for above
+		case clean[c.ID]:
+			// Running and clean when the crash was seen: adopted, and alive.
+			if !adopted[c.ID[:12]] {
+				t.Errorf("container %s, clean and running after the crash, was not adopted", c.ID[:12])
+			} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
+				t.Errorf("adopted container %s is gone", c.ID[:12])
 			}
-		} else if info, ok := inspect(t, c.ID); !ok || !info.State.Running {
-			t.Errorf("adopted container %s is gone", c.ID[:12])
+		case adopted[c.ID[:12]]:
+			// A creation the crashed process had in flight, whose start the
+			// daemon finished after the crash: running and never used, so
+			// adopted too.
+			t.Logf("container %s (%s when the crash was seen) was adopted: its start finished after the crash", c.ID[:12], c.State)
+		default:
+			// A creation that was still in flight, not started: removed.
+			waitGone(t, c.ID, 10*time.Second)
 		}
 	}
 	is.NoErr(p.Shutdown(bg(t)))

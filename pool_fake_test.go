@@ -3,6 +3,7 @@ package dockerpool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/matryer/is"
 
@@ -342,6 +344,86 @@ func TestPoolReplacesAnIdleContainerKilledBehindItsBack(t *testing.T) {
 		is.Equal(res.ExitCode, 0)
 		is.NoErr(p.Return(context.Background(), c))
 		shutdown(t, p)
+	})
+}
+
+// When the event stream breaks, the watcher subscribes again after a
+// backoff; on a busy machine deaths come in between. The new subscription
+// asks for the events since the last it saw (Docker, Podman and the fake
+// replay them), so none is missed even before the re-list. (The first
+// subscription is made by New itself, before it lists the containers.)
+func TestPoolHearsOfDeathsThatHappenBeforeItsWatcherSubscribesAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f := fakedocker.New(fakeImage)
+		killed := make(chan struct{})
+		var subs atomic.Int32
+		f.Hook = func(ctx context.Context, op fakedocker.Op, _ string) error {
+			if op == fakedocker.OpEvents && subs.Add(1) == 2 {
+				select { // the second subscription waits for the kills
+				case <-killed:
+				case <-ctx.Done():
+				}
+			}
+			if op == fakedocker.OpList && subs.Load() >= 2 {
+				return fakedocker.ErrDown // no re-list to fall back on: only the replay tells
+			}
+			return nil
+		}
+		p := startFake(t, f, Config{MinIdle: 2, CheckIdleAfter: -1})
+		is.NoErr(p.WaitIdle(context.Background(), 2))
+		f.BreakEvents(errors.New("daemon restarted"))
+		synctest.Wait()
+		for _, c := range f.Containers() {
+			f.Kill(c.ID)
+		}
+		close(killed)
+		time.Sleep(time.Second) // the bubble's clock: the watcher's backoff passes
+		synctest.Wait()
+		is.Equal(p.Stats().RemovedBy[ReasonDied], int64(2))
+		f.SetHook(nil)
+		is.NoErr(p.WaitIdle(context.Background(), 2))
+		is.Equal(f.Running(), 2)
+	})
+}
+
+// Docker lists a container whose creation is still in progress before it
+// can find it by ID: a removal in that window answers "No such container",
+// and the container appears a moment later. New meets this with the
+// creations a crashed process had in flight. (Found as a flake of
+// TestIntegrationNewAdoptsWhatACrashedProcessLeft: such a container was
+// counted as removed and stayed, created, until the next reconcile.)
+func TestNewRetriesTheRemovalOfAContainerListedButNotYetFound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f := fakedocker.New(fakeImage)
+		// What the crashed process left: a container being created.
+		inFlight := f.Add("", map[string]string{LabelPool: "t"}, false, 0)
+		var notFound atomic.Int32
+		f.Hook = func(ctx context.Context, op fakedocker.Op, id string) error {
+			if op == fakedocker.OpRemove && id == inFlight && notFound.Add(1) <= 3 {
+				return fmt.Errorf("No such container: %s: %w", id, cerrdefs.ErrNotFound)
+			}
+			return nil
+		}
+		p := startFake(t, f, Config{MinIdle: 1})
+		is.NoErr(p.WaitIdle(context.Background(), 1))
+		// The removal is retried on the ticks, with a backoff: let the
+		// bubble's clock run until it went (a minute at most).
+		gone := func() bool {
+			for _, c := range f.Containers() {
+				if c.ID == inFlight {
+					return false
+				}
+			}
+			return true
+		}
+		for deadline := time.Now().Add(time.Minute); !gone() && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+		}
+		is.True(gone())
+		is.True(notFound.Load() > 3)
+		is.Equal(p.Stats().RemovedBy[ReasonStale], int64(1))
 	})
 }
 

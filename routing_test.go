@@ -4,22 +4,32 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/matryer/is"
+
+	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
 func TestAcquireSendsOneRequestAndReturnsTheReply(t *testing.T) {
 	is := is.New(t)
 	p := bareTestPool()
 	want := &Container{pool: p, id: "x"}
+	type result struct {
+		c   *Container
+		err error
+	}
+	res := make(chan result, 1)
 	go func() {
-		req := <-p.acquireCh
-		is.Equal(cap(req.reply), 1) // buffered: the owner never blocks on it
-		req.reply <- acquireReply{c: want}
+		c, err := p.Acquire(context.Background())
+		res <- result{c, err}
 	}()
-	c, err := p.Acquire(context.Background())
-	is.NoErr(err)
-	is.Equal(c, want)
+	req := testwait.Recv(t, p.acquireCh, 10*time.Second, "Acquire's request")
+	is.Equal(cap(req.reply), 1) // buffered: the owner never blocks on it
+	req.reply <- acquireReply{c: want}
+	r := testwait.Recv(t, res, 10*time.Second, "Acquire's return after the reply")
+	is.NoErr(r.err)
+	is.Equal(r.c, want)
 }
 
 func TestAcquireWhoseContextEndsSendsACancelWithItsReplyChannel(t *testing.T) {
@@ -31,12 +41,12 @@ func TestAcquireWhoseContextEndsSendsACancelWithItsReplyChannel(t *testing.T) {
 		_, err := p.Acquire(ctx)
 		errc <- err
 	}()
-	req := <-p.acquireCh
+	req := testwait.Recv(t, p.acquireCh, 10*time.Second, "Acquire's request")
 	cancel()
-	m, ok := (<-p.ctrlCh).(cancelReq)
+	m, ok := testwait.Recv(t, p.ctrlCh, 10*time.Second, "the cancel after ctx ended").(cancelReq)
 	is.True(ok)
 	is.Equal(m.reply, req.reply)
-	err := <-errc
+	err := testwait.Recv(t, errc, 10*time.Second, "Acquire's return after the cancel")
 	is.True(errors.Is(err, context.Canceled))
 }
 
@@ -64,12 +74,12 @@ func TestReturnWhileAnExecRunsMarksTheContainerTainted(t *testing.T) {
 	p := bareTestPool()
 	c := &Container{pool: p, id: "y"}
 	is.NoErr(c.beginOp())
-	go func() {
-		req := <-p.releaseCh
-		is.True(req.busy)
-		req.reply <- nil
-	}()
-	is.NoErr(p.Return(context.Background(), c))
+	errc := make(chan error, 1)
+	go func() { errc <- p.Return(context.Background(), c) }()
+	req := testwait.Recv(t, p.releaseCh, 10*time.Second, "Return's request")
+	is.True(req.busy)
+	req.reply <- nil
+	is.NoErr(testwait.Recv(t, errc, 10*time.Second, "Return's return after the reply"))
 	c.endOp()
 	is.True(errors.Is(c.beginOp(), ErrContainerReleased))
 }
@@ -80,11 +90,11 @@ func TestShutdownWhoseContextEndsAsksTheOwnerToForce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Shutdown(ctx) }()
-	_, ok := (<-p.ctrlCh).(shutdownReq)
+	_, ok := testwait.Recv(t, p.ctrlCh, 10*time.Second, "Shutdown's request").(shutdownReq)
 	is.True(ok)
 	cancel()
-	_, ok = (<-p.ctrlCh).(forceReq)
+	_, ok = testwait.Recv(t, p.ctrlCh, 10*time.Second, "the force after ctx ended").(forceReq)
 	is.True(ok)
 	close(p.done)
-	is.True(errors.Is(<-errc, context.Canceled))
+	is.True(errors.Is(testwait.Recv(t, errc, 10*time.Second, "Shutdown's return after done"), context.Canceled))
 }

@@ -220,6 +220,7 @@ func TestSandboxCannotForkPastThePidsLimit(t *testing.T) {
 		is.Equal(strays(t, c, "sleep 1031"), []string(nil))
 		res = runSh(t, c, "ls -d /proc/[0-9]* | wc -l", dockerpool.ExecOptions{})
 		t.Logf("processes after the cleanup: %s", res.Stdout)
+		is.NoErr(p.WaitIdle(bg(t), 1)) // the refill's, so that ours lands on top
 		is.NoErr(p.Return(bg(t), c))
 		again := held(t, p) // the last returned, usable again
 		is.Equal(again.ID(), c.ID())
@@ -328,10 +329,24 @@ func TestSandboxMemoryLimitKillsTheHogAndTheContainerIsRetired(t *testing.T) {
 	_, err := c.ExecStd(bg(t), []string{"sh", "-c", `cp /bin/busybox /tmp/busybox && /tmp/busybox head -c 200m /dev/zero | /tmp/busybox tail >/dev/null`},
 		dockerpool.ExecOptions{Timeout: time.Minute})
 	t.Logf("OOM kill after %v: %v", time.Since(start), err)
-	is.True(errors.Is(err, dockerpool.ErrOutOfMemory)) // tail, SIGKILLed by the OOM killer, ends the pipeline with 137
 	info, ok = inspect(t, c.ID())
 	is.True(ok)
 	is.True(info.State.Running) // the container itself survives
+	if dockerpooltest.Podman(t) {
+		// Podman sends no "oom" event for a process of a running container
+		// (docs/podman.md, difference 2): on the Docker exec path the pool
+		// cannot tell an OOM kill from another SIGKILL, and keeps the
+		// container, which runs on and serves the next holder. (The agent
+		// path reads the cgroup and tells.)
+		_, err := c.Exec(bg(t), []string{"true"})
+		is.NoErr(err)
+		is.NoErr(p.Return(bg(t), c))
+		info, ok = inspect(t, c.ID())
+		is.True(ok && info.State.Running)
+		is.Equal(p.Stats().RemovedBy[dockerpool.ReasonOutOfMemory], int64(0))
+		return
+	}
+	is.True(errors.Is(err, dockerpool.ErrOutOfMemory)) // tail, SIGKILLed by the OOM killer, ends the pipeline with 137
 	// Docker reports an "oom" event, on which the pool retires the
 	// container: it is removed on Return, for that reason.
 	_, err = c.Exec(bg(t), []string{"true"})

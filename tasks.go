@@ -178,8 +178,34 @@ func (p *Pool) prepareAgent(ctx context.Context, id string) (*agentConn, error) 
 // counts as removed.
 func (p *Pool) removeContainer(ctx context.Context, id string) error {
 	err := p.api.ContainerRemove(ctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	if cerrdefs.IsNotFound(err) {
+		err = p.stillBeingCreated(ctx, id)
+	}
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", shortID(id), err)
+	}
+	return nil
+}
+
+// stillBeingCreated is asked when the daemon says that a container to
+// remove does not exist. Docker lists a container while its creation is
+// still in progress, before it can be found by ID (the creation registers
+// it last); a removal then fails with "No such container", and the
+// container appears a moment later, for good. That happens to the
+// containers whose creation a crashed process had in flight, which New
+// lists and removes. So while the pool's listing still has the container,
+// stillBeingCreated returns an error, and the removal is retried (with the
+// usual backoff) until it succeeds; nil when the container is really gone.
+// If the listing fails, the periodic reconcile is the safety net.
+func (p *Pool) stillBeingCreated(ctx context.Context, id string) error {
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
+	if err != nil {
+		return nil
+	}
+	for _, c := range list {
+		if c.ID == id {
+			return errors.New("not found, yet listed: its creation is still in progress")
+		}
 	}
 	return nil
 }

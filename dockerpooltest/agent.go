@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/client"
 
@@ -32,12 +33,14 @@ func BuildAgent(ctx context.Context, dir string) (string, error) {
 
 var (
 	agentOnce sync.Once
+	agentDir  string
 	agentPath string
 	agentErr  error
 )
 
 // Agent returns the path of a static dockerpool-agent, built once per test
-// binary. The test fails if it cannot be built.
+// binary, in a temporary directory that Main removes after the tests. The
+// test fails if it cannot be built.
 func Agent(t testing.TB) string {
 	t.Helper()
 	agentOnce.Do(func() {
@@ -46,7 +49,10 @@ func Agent(t testing.TB) string {
 			agentErr = err
 			return
 		}
-		agentPath, agentErr = BuildAgent(context.Background(), dir)
+		agentDir = dir
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		agentPath, agentErr = BuildAgent(ctx, dir)
 	})
 	if agentErr != nil {
 		t.Fatal(agentErr)
@@ -68,4 +74,11 @@ func AgentImage(ctx context.Context, cli *client.Client, agentBinary string, opt
 	}
 	opts.Files = files
 	return BuildImage(ctx, cli, opts)
+}
+
+// removeAgent removes what Agent built.
+func removeAgent() {
+	if agentDir != "" {
+		_ = os.RemoveAll(agentDir)
+	}
 }

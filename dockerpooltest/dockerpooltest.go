@@ -19,7 +19,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -37,36 +40,92 @@ import (
 // test's name, so that leftovers can be traced to their test.
 const LabelTest = "dockerpool.test"
 
+// LabelRun is put on every container, and every network a pool creates, of
+// the pools made by Config, when the DOCKERPOOL_TEST_RUN variable is set: it
+// carries its value. CI names each run so, and checks at the end that
+// nothing labelled with it is left, without mistaking what other runs on
+// the same daemon have.
+const LabelRun = "dockerpool.testrun"
+
+// RunID returns the name of this test run: $DOCKERPOOL_TEST_RUN, or "".
+func RunID() string { return os.Getenv("DOCKERPOOL_TEST_RUN") }
+
 // ShutdownTimeout bounds the Shutdown that NewPool registers with t.Cleanup.
 var ShutdownTimeout = 20 * time.Second
 
+// The daemon and the test image, found once per test binary; a failure is
+// remembered too, so that every test skips (or fails) at once instead of
+// trying again.
 var (
-	clientOnce sync.Once
+	daemonOnce sync.Once
 	sharedCli  *client.Client
+	isPodman   bool
 	clientErr  error
 
-	imageMu  sync.Mutex
-	imageRef string
+	imageOnce sync.Once
+	imageRef  string
+	imageErr  error
 )
 
-// Client returns a Docker client made from the environment, shared by the
-// whole test binary. When no daemon answers, the test is skipped, or fails if
-// the CI environment variable is set.
-func Client(t testing.TB) *client.Client {
-	t.Helper()
-	clientOnce.Do(func() {
+func connect() (*client.Client, error) {
+	daemonOnce.Do(func() {
 		sharedCli, clientErr = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 		if clientErr != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, clientErr = sharedCli.Ping(ctx)
+		if _, clientErr = sharedCli.Ping(ctx); clientErr != nil {
+			return
+		}
+		v, err := sharedCli.ServerVersion(ctx)
+		if err != nil {
+			clientErr = err
+			return
+		}
+		for _, c := range v.Components {
+			isPodman = isPodman || strings.Contains(c.Name, "Podman")
+		}
 	})
-	if clientErr != nil {
-		unavailable(t, "no Docker daemon: %v", clientErr)
+	return sharedCli, clientErr
+}
+
+func testImage() (string, error) {
+	if ref := os.Getenv("DOCKERPOOL_TEST_IMAGE"); ref != "" {
+		return ref, nil
 	}
-	return sharedCli
+	cli, err := connect()
+	if err != nil {
+		return "", err
+	}
+	imageOnce.Do(func() {
+		// Long enough for the pull of the pinned busybox (a megabyte).
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		imageRef, imageErr = BuildImage(ctx, cli, ImageOptions{})
+	})
+	return imageRef, imageErr
+}
+
+// Client returns a Docker client made from the environment, shared by the
+// whole test binary. When no daemon answers, the test is skipped, or fails if
+// the CI environment variable is set.
+func Client(t testing.TB) *client.Client {
+	t.Helper()
+	cli, err := connect()
+	if err != nil {
+		unavailable(t, "no Docker daemon: %v", err)
+	}
+	return cli
+}
+
+// Podman reports whether the daemon is Podman's Docker-compatible service
+// (docs/podman.md lists what differs). It skips or fails the test as Client
+// does when no daemon answers.
+func Podman(t testing.TB) bool {
+	t.Helper()
+	Client(t)
+	return isPodman
 }
 
 // CloseClient closes the shared client of Client, which ends its idle
@@ -80,34 +139,117 @@ func CloseClient() {
 
 // Image returns the image tests should run: $DOCKERPOOL_TEST_IMAGE when set,
 // else the busybox image of BuildImage, built on first use. Without a static
-// busybox the test is skipped, or fails under CI.
+// busybox, and without the pinned busybox image from a registry, the test is
+// skipped, or fails under CI.
 func Image(t testing.TB) string {
 	t.Helper()
-	if ref := os.Getenv("DOCKERPOOL_TEST_IMAGE"); ref != "" {
-		return ref
-	}
-	cli := Client(t)
-	imageMu.Lock()
-	defer imageMu.Unlock()
-	if imageRef != "" {
-		return imageRef
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ref, err := BuildImage(ctx, cli, ImageOptions{})
+	Client(t)
+	ref, err := testImage()
 	if err != nil {
 		unavailable(t, "no test image: %v", err)
 	}
-	imageRef = ref
 	return ref
+}
+
+// Skips of tests for want of a daemon or image, counted for SkipReport.
+var skips struct {
+	mu     sync.Mutex
+	n      int
+	reason string
 }
 
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
+	msg := fmt.Sprintf("dockerpooltest: "+format, args...)
 	if os.Getenv("CI") != "" {
-		t.Fatalf("dockerpooltest: "+format+" (CI is set: this is a failure, not a skip)", args...)
+		t.Fatalf("%s (CI is set: this is a failure, not a skip)", msg)
+		return
 	}
-	t.Skipf("dockerpooltest: "+format, args...)
+	skips.mu.Lock()
+	skips.n++
+	if skips.reason == "" {
+		skips.reason = msg
+	}
+	skips.mu.Unlock()
+	t.Skip(msg)
+}
+
+// SkipReport returns one line that says how many tests of this test binary
+// were skipped for want of a Docker daemon or a test image, and why; "" when
+// none was.
+func SkipReport() string {
+	skips.mu.Lock()
+	defer skips.mu.Unlock()
+	if skips.n == 0 && !examplesSkipped {
+		return ""
+	}
+	what := fmt.Sprintf("%d integration tests skipped", skips.n)
+	if examplesSkipped {
+		what += " (and the examples not run)"
+	}
+	reason := skips.reason
+	if reason == "" {
+		reason = examplesReason
+	}
+	pkg := strings.TrimSuffix(filepath.Base(os.Args[0]), ".test")
+	return fmt.Sprintf("SKIPPED in %s: %s: %s (set CI=1 to make this a failure)", pkg, what, strings.TrimPrefix(reason, "dockerpooltest: "))
+}
+
+var (
+	examplesSkipped bool
+	examplesReason  string
+)
+
+// SkipExamplesIfUnavailable keeps the package's examples from running when
+// there is no daemon or no test image, outside CI: an example cannot skip,
+// and the log.Fatal of the first one would end the whole test binary.
+// Call it in TestMain, before Run. Under CI the examples run, and fail.
+func SkipExamplesIfUnavailable() {
+	if os.Getenv("CI") != "" {
+		return
+	}
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if _, err := testImage(); err == nil {
+		return
+	} else {
+		examplesReason = err.Error()
+	}
+	f := flag.Lookup("test.skip")
+	if f == nil {
+		return
+	}
+	skip := "^Example"
+	if old := f.Value.String(); old != "" {
+		skip = old + "|" + skip
+	}
+	if f.Value.Set(skip) == nil {
+		examplesSkipped = true
+	}
+}
+
+// Main wraps m for TestMain: its Run runs the tests, removes the agent that
+// Agent built, then prints SkipReport's line, if any, to stdout and to the
+// terminal (go test shows a passing package's output only with -v; the
+// terminal sees it anyway).
+//
+//	func TestMain(m *testing.M) { os.Exit(dockerpooltest.Main(m).Run()) }
+func Main(m *testing.M) interface{ Run() int } { return mainRunner{m} }
+
+type mainRunner struct{ m *testing.M }
+
+func (r mainRunner) Run() int {
+	code := r.m.Run()
+	removeAgent()
+	if line := SkipReport(); line != "" {
+		fmt.Println(line)
+		if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+			fmt.Fprintln(tty, line)
+			tty.Close()
+		}
+	}
+	return code
 }
 
 // Name returns a pool name unique to this test and run, readable in
@@ -156,10 +298,23 @@ func Config(t testing.TB, cfg dockerpool.Config) dockerpool.Config {
 		cfg.OnError = func(err error) { t.Logf("pool %s: %v", cfg.Name, err) }
 	}
 	labels := map[string]string{LabelTest: t.Name()}
+	if run := RunID(); run != "" {
+		labels[LabelRun] = run
+		if cfg.Network.NeedsCreate {
+			nl := map[string]string{LabelRun: run}
+			for k, v := range cfg.Network.Labels {
+				nl[k] = v
+			}
+			cfg.Network.Labels = nl
+		}
+	}
 	for k, v := range cfg.Labels {
 		labels[k] = v
 	}
 	cfg.Labels = labels
+	if cfg.HostConfig != nil && len(cfg.HostConfig.Ulimits) > 0 && Podman(t) {
+		cfg.HostConfig = withPodmanUlimits(t, cfg.HostConfig)
+	}
 	return cfg
 }
 
@@ -217,13 +372,23 @@ func AssertClean(t testing.TB, cli *client.Client, poolName string) {
 	}
 }
 
-// SweepPool force-removes every container of the named pool. Use it in
-// cleanups of tests that bypass Shutdown on purpose.
+// SweepPool force-removes every container of the named pool, listing again
+// until none is left (for 30 seconds at most): Docker lists a container
+// whose creation is still in progress before it can remove it, so one pass
+// can miss the creations a killed process had in flight. Use it in cleanups
+// of tests that bypass Shutdown on purpose.
 func SweepPool(cli *client.Client, poolName string) {
-	left, _ := Leftovers(cli, poolName)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, c := range left {
-		_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	deadline := time.Now().Add(30 * time.Second)
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		left, err := Leftovers(cli, poolName)
+		if err == nil && len(left) == 0 || time.Now().After(deadline) {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for _, c := range left {
+			_ = cli.ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		}
+		cancel()
+		time.Sleep(wait) // the daemon announces no end of a creation: poll
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,14 +76,14 @@ func testAgent(t *testing.T, bin string) {
 
 // testHelp checks -h and a bad flag; it needs no Docker daemon.
 func testHelp(t *testing.T, bin string) {
-	out, err := exec.Command(bin, "-h").CombinedOutput()
+	out, err := boundedCommand(t, time.Minute, bin, "-h").CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo -h: %v\n%s", err, out)
 	}
 	wantContains(t, "demo -h", string(out), "Usage:", "interactive prompt",
 		"-image", "-name", "-min-idle", "-max-idle", "-network", "-timeout", "-agent")
 
-	out, err = exec.Command(bin, "-min-idle", "4", "-max-idle", "2").CombinedOutput()
+	out, err = boundedCommand(t, time.Minute, bin, "-min-idle", "4", "-max-idle", "2").CombinedOutput()
 	if code := exitCode(err); code != 2 {
 		t.Errorf("demo with -min-idle above -max-idle: exit code %d, want 2\n%s", code, out)
 	}
@@ -195,7 +197,7 @@ func buildDemo(t *testing.T) string {
 		args = append(args, "-race")
 	}
 	args = append(args, ".")
-	out, err := exec.Command("go", args...).CombinedOutput()
+	out, err := boundedCommand(t, 3*time.Minute, "go", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -254,6 +256,8 @@ func startDemo(t *testing.T, bin string, args ...string) *demo {
 
 	all := append([]string{"-name", d.name, "-min-idle", "2", "-max-idle", "4"}, args...)
 	d.cmd = exec.Command(bin, all...)
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
+	d.cmd.WaitDelay = 5 * time.Second                                    // Wait returns even if its pipes stay open
 	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
 	stdin, err := d.cmd.StdinPipe()
 	if err != nil {
@@ -272,7 +276,11 @@ func startDemo(t *testing.T, bin string, args ...string) *demo {
 		case <-d.exited:
 		default:
 			_ = d.cmd.Process.Kill()
-			<-d.exited
+			select {
+			case <-d.exited:
+			case <-time.After(30 * time.Second):
+				t.Errorf("the demo (pid %d) did not exit within 30s of SIGKILL", d.cmd.Process.Pid)
+			}
 		}
 		t.Logf("demo %s\nstdout:\n%s\nstderr:\n%s", strings.Join(all, " "), d.stdout, d.stderr)
 	})
@@ -441,4 +449,16 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// boundedCommand is exec.Command for a short-lived command: it is killed after
+// within, or when the test binary dies (Pdeathsig), and its Wait returns
+// even if something it started holds its output open.
+func boundedCommand(t *testing.T, within time.Duration, name string, args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"go.uber.org/goleak"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dockerpool/dockerpool/dockerpooltest"
 	"github.com/dockerpool/dockerpool/internal/agentproto"
 )
 
@@ -39,19 +41,28 @@ func TestMain(m *testing.M) {
 		args = append(args, "-race")
 		env = append(os.Environ(), "CGO_ENABLED=1")
 	}
-	cmd := exec.Command("go", append(args, ".")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	cmd := exec.CommandContext(ctx, "go", append(args, ".")...)
 	cmd.Env = env
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	cancel()
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "build the agent: %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := dockerpooltest.Main(m).Run() // and the line about skipped tests, if any
 	os.RemoveAll(dir)
 	if code == 0 {
 		// No test may leave a goroutine behind (a reader of a killed agent's
 		// pipes, say).
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(
+			// Idle keep-alive connections of dockerpooltest's shared
+			// Docker client (TestInContainer); they belong to net/http.
+			goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
@@ -124,6 +135,13 @@ func startClient(t testing.TB, cmd *exec.Cmd) *client {
 	t.Helper()
 	c := &client{t: t, cmd: cmd, queues: map[uint32]chan agentproto.Frame{}, credit: map[uint32]*agentproto.Credit{}, done: make(chan struct{}), exited: make(chan struct{})}
 	c.cmd.Stderr = &c.stderr
+	// The agent dies with the test binary (SIGTERM: it kills its commands
+	// first), and Wait returns even if a command holds the pipes open.
+	if c.cmd.SysProcAttr == nil {
+		c.cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	c.cmd.SysProcAttr.Pdeathsig = syscall.SIGTERM
+	c.cmd.WaitDelay = 5 * time.Second
 	var err error
 	if c.in, err = c.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -159,7 +177,11 @@ func (c *client) stop() {
 	case <-c.exited:
 	case <-time.After(10 * time.Second):
 		_ = c.cmd.Process.Kill()
-		<-c.exited
+		select {
+		case <-c.exited:
+		case <-time.After(10 * time.Second):
+			c.t.Errorf("the agent (pid %d) did not exit on SIGKILL either", c.cmd.Process.Pid)
+		}
 		c.t.Errorf("the agent did not exit on SIGTERM")
 	}
 	log := c.stderr.String()

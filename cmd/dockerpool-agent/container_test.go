@@ -1,24 +1,27 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dockerpool/dockerpool/dockerpooltest"
 	"github.com/dockerpool/dockerpool/internal/agentproto"
 )
 
 // TestInContainer runs the agent as the main process of a container, as the
 // pool does, and talks to it over docker run's stdin and stdout. It needs
-// Docker and an image with a shell:
-//
-//	DOCKERPOOL_AGENT_IMAGE=dockerpool-busybox:cd6ef83a3d14 go test -run InContainer -v
+// Docker's CLI and daemon (local: the agent is bind-mounted) and an image
+// with a shell: dockerpooltest's busybox image, or DOCKERPOOL_AGENT_IMAGE.
+// Without a daemon it is skipped, or fails under CI.
 func TestInContainer(t *testing.T) {
 	image := os.Getenv("DOCKERPOOL_AGENT_IMAGE")
 	if image == "" {
-		t.Skip("DOCKERPOOL_AGENT_IMAGE not set")
+		image = dockerpooltest.Image(t)
 	}
 	// As PID 1, and under docker-init as the pool runs it (HostConfig.Init):
 	// there the agent is the subreaper of its commands' orphans.
@@ -26,8 +29,13 @@ func TestInContainer(t *testing.T) {
 		t.Run(fmt.Sprintf("init=%v", init), func(t *testing.T) {
 			t.Parallel()
 			name := "dockerpool-agent-test-" + newToken()[:12]
-			t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				_ = exec.CommandContext(ctx, "docker", "rm", "-f", name).Run()
+			})
 			args := []string{"run", "--rm", "-i", "--name", name, "--log-driver", "none",
+				"--label", dockerpooltest.LabelRun + "=" + dockerpooltest.RunID(),
 				"-v", agentBin + ":/dockerpool-agent:ro"}
 			if init {
 				args = append(args, "--init")

@@ -92,6 +92,7 @@ type Fake struct {
 	seq        int
 	calls      map[Op]int
 	subs       []*sub
+	history    []pastEvent // the last events, for replays (Since)
 }
 
 type sub struct {
@@ -236,11 +237,12 @@ func (f *Fake) publish(c *Container, action events.Action) {
 		attrs["exitCode"] = "137" // killed, as by docker kill or a forced removal
 	}
 	m := events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: c.ID, Attributes: attrs}, Time: time.Now().Unix()}
+	f.history = append(f.history, pastEvent{msg: m, labels: c.Labels})
+	if len(f.history) > maxHistory {
+		f.history = f.history[len(f.history)-maxHistory:]
+	}
 	for _, s := range f.subs {
-		if s.ctx.Err() != nil || !matchLabels(s.filter, c.Labels) {
-			continue
-		}
-		if len(s.filter.Get("event")) > 0 && !s.filter.ExactMatch("event", string(action)) {
+		if s.ctx.Err() != nil || !s.wants(m, c.Labels) {
 			continue
 		}
 		select {
@@ -248,6 +250,22 @@ func (f *Fake) publish(c *Container, action events.Action) {
 		default:
 		}
 	}
+}
+
+// pastEvent is an event kept for the replay of a subscription with Since.
+type pastEvent struct {
+	msg    events.Message
+	labels map[string]string
+}
+
+// maxHistory bounds the events kept for replays.
+const maxHistory = 1024
+
+func (s *sub) wants(m events.Message, labels map[string]string) bool {
+	if !matchLabels(s.filter, labels) {
+		return false
+	}
+	return len(s.filter.Get("event")) == 0 || s.filter.ExactMatch("event", string(m.Action))
 }
 
 func matchLabels(f filters.Args, labels map[string]string) bool {
@@ -553,8 +571,22 @@ func (f *Fake) Events(ctx context.Context, opts events.ListOptions) (<-chan even
 		return msgs, errs
 	}
 	f.mu.Lock()
-	f.subs = append(f.subs, &sub{ctx: ctx, filter: opts.Filters, msgs: msgs, errs: errs})
-	f.mu.Unlock()
+	defer f.mu.Unlock()
+	s := &sub{ctx: ctx, filter: opts.Filters, msgs: msgs, errs: errs}
+	// As the real daemon does, a subscription with Since first replays
+	// the events from then on, so that a subscriber that starts late (or
+	// again, after a break) misses nothing.
+	if since, err := strconv.ParseInt(opts.Since, 10, 64); err == nil && opts.Since != "" {
+		for _, e := range f.history {
+			if e.msg.Time >= since && s.wants(e.msg, e.labels) {
+				select {
+				case msgs <- e.msg:
+				default:
+				}
+			}
+		}
+	}
+	f.subs = append(f.subs, s)
 	return msgs, errs
 }
 
