@@ -19,6 +19,10 @@ var (
 	// ErrImageNotFound means the image is not on the daemon and could not be
 	// pulled. The error names the image and carries the daemon's reason.
 	ErrImageNotFound = errors.New("dockerpool: image not available")
+	// ErrRuntimeNotFound means HostConfig.Runtime (SandboxOptions.Runtime)
+	// names a runtime the daemon does not have registered. The error names
+	// the runtimes it has.
+	ErrRuntimeNotFound = errors.New("dockerpool: runtime not registered with the daemon")
 	// ErrNetworkNotFound means the pool network does not exist and
 	// Config.Network.NeedsCreate is false.
 	ErrNetworkNotFound = errors.New("dockerpool: network not found")

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"time"
 
@@ -62,6 +63,9 @@ func start(ctx context.Context, s settings, api DockerAPI) (*Pool, error) {
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("dockerpool: cannot reach the Docker daemon (is it running? DOCKER_HOST?): %w", err)
+	}
+	if err := checkRuntime(ctx, s, api); err != nil {
+		return nil, err
 	}
 	if err := prepareNetwork(ctx, s, api); err != nil {
 		return nil, err
@@ -128,6 +132,27 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 	c := newCore(s.limits(p.resetCleans), binary.LittleEndian.Uint64(idb[:]), s.Logger)
 	p.owner = newOwner(c, p, p)
 	return p, nil
+}
+
+// checkRuntime makes sure the daemon has the runtime the containers ask
+// for: without it, every creation would fail, after New had said yes.
+func checkRuntime(ctx context.Context, s settings, api DockerAPI) error {
+	if s.HostConfig == nil || s.HostConfig.Runtime == "" {
+		return nil
+	}
+	info, err := api.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("dockerpool: ask the daemon for its runtimes: %w", err)
+	}
+	if _, ok := info.Runtimes[s.HostConfig.Runtime]; ok {
+		return nil
+	}
+	names := make([]string, 0, len(info.Runtimes))
+	for name := range info.Runtimes {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return fmt.Errorf("%w: %q (the daemon has %s; register it in the daemon's daemon.json \"runtimes\")", ErrRuntimeNotFound, s.HostConfig.Runtime, strings.Join(names, ", "))
 }
 
 func prepareNetwork(ctx context.Context, s settings, api DockerAPI) error {

@@ -158,6 +158,14 @@ var skips struct {
 	reason string
 }
 
+// Unavailable skips t for want of something the machine lacks (a daemon, an
+// image, a runtime), counted in SkipReport; under CI it fails t instead, so
+// that a broken CI machine cannot pass by skipping.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	unavailable(t, format, args...)
+}
+
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf("dockerpooltest: "+format, args...)

@@ -1,0 +1,232 @@
+// Package testdaemon starts private Docker daemons for the tests that need
+// one of their own: a daemon with another runtime registered (gVisor's
+// runsc), a daemon to stop, kill or cut off (faults, several hosts).
+//
+// Each daemon runs in a network namespace of its own. That is not only for
+// the tests that cut its network: a dockerd started with --bridge=none (as a
+// second daemon on a machine must be) deletes the interface named docker0 in
+// its namespace when it starts, which in the host's namespace is the
+// machine's own daemon's bridge. Everything a daemon has lives under one
+// directory, /tmp/dockerpool-testdaemon-<name>: its data, its exec root
+// (containerd and the shims), its socket, its config, its log. Stop ends the
+// daemon by its PID, then kills by PID whatever process still names that
+// directory (a containerd-shim, runsc-sandbox and runsc-gofer of a failed
+// start), unmounts what is left under it, removes it and the namespace.
+// Nothing is ever killed by name, and the machine's daemon is never touched.
+package testdaemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/client"
+)
+
+// DirPrefix starts the directory of every daemon: CI's cleanup looks for
+// processes that name it.
+const DirPrefix = "/tmp/dockerpool-testdaemon-"
+
+// NetnsPrefix starts the name of every daemon's network namespace.
+const NetnsPrefix = "dptest-"
+
+// Runtime is an OCI runtime to register with the daemon.
+type Runtime struct {
+	Path string   `json:"path"`
+	Args []string `json:"runtimeArgs,omitempty"`
+}
+
+// Options says what daemon to start.
+type Options struct {
+	// Runtimes to register besides runc, by name.
+	Runtimes map[string]Runtime
+	// DefaultRuntime for containers that ask for none ("" for runc).
+	DefaultRuntime string
+	// StartTimeout bounds the wait for the daemon to answer. Default 60s.
+	StartTimeout time.Duration
+}
+
+// Daemon is a private dockerd.
+type Daemon struct {
+	Name   string // of the daemon, its directory and its namespace
+	Dir    string
+	Socket string // its API socket
+	Host   string // "unix://" + Socket, for DOCKER_HOST
+	Client *client.Client
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *os.File
+}
+
+// Start starts a daemon and waits until it answers.
+func Start(ctx context.Context, name string, opts Options) (*Daemon, error) {
+	d := &Daemon{Name: name, Dir: DirPrefix + name, exited: make(chan struct{})}
+	d.Socket = filepath.Join(d.Dir, "docker.sock")
+	d.Host = "unix://" + d.Socket
+	if err := d.prepare(opts); err != nil {
+		d.cleanup()
+		return nil, err
+	}
+	if err := d.launch(); err != nil {
+		d.cleanup()
+		return nil, err
+	}
+	if err := d.waitReady(ctx, cmpOr(opts.StartTimeout, time.Minute)); err != nil {
+		_ = d.Stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// prepare makes the directory, the config file and the namespace.
+func (d *Daemon) prepare(opts Options) error {
+	for _, sub := range []string{"data", "exec"} {
+		if err := os.MkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	// An empty config of its own: the machine's /etc/docker/daemon.json
+	// sets a data root and a storage driver that are not this daemon's.
+	cfg := map[string]any{}
+	if len(opts.Runtimes) > 0 {
+		cfg["runtimes"] = opts.Runtimes
+	}
+	if opts.DefaultRuntime != "" {
+		cfg["default-runtime"] = opts.DefaultRuntime
+	}
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(filepath.Join(d.Dir, "daemon.json"), b, 0o600); err != nil {
+		return err
+	}
+	if out, err := exec.Command("ip", "netns", "add", NetnsPrefix+d.Name).CombinedOutput(); err != nil {
+		return fmt.Errorf("testdaemon: ip netns add %s: %v: %s", NetnsPrefix+d.Name, err, out)
+	}
+	if out, err := exec.Command("ip", "-n", NetnsPrefix+d.Name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("testdaemon: lo up in %s: %v: %s", NetnsPrefix+d.Name, err, out)
+	}
+	return nil
+}
+
+// launch starts dockerd in the namespace. nsenter, not "ip netns exec",
+// which remounts /sys so that dockerd fails ("Devices cgroup isn't
+// mounted").
+func (d *Daemon) launch() error {
+	log, err := os.Create(filepath.Join(d.Dir, "dockerd.log"))
+	if err != nil {
+		return err
+	}
+	d.log = log
+	d.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+NetnsPrefix+d.Name, "dockerd",
+		"--config-file", filepath.Join(d.Dir, "daemon.json"),
+		"--data-root", filepath.Join(d.Dir, "data"),
+		"--exec-root", filepath.Join(d.Dir, "exec"),
+		"--pidfile", filepath.Join(d.Dir, "dockerd.pid"),
+		"-H", d.Host,
+		"--bridge=none", "--iptables=false", "--ip-masq=false")
+	d.cmd.Stdout, d.cmd.Stderr = log, log
+	// The daemon dies with the test binary (nsenter executes dockerd, which
+	// keeps the setting); Stop cleans up after it.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("testdaemon: start dockerd: %w", err)
+	}
+	go func() {
+		_ = d.cmd.Wait()
+		close(d.exited)
+	}()
+	return nil
+}
+
+// waitReady pings the daemon until it answers (a new daemon announces
+// nothing: it can only be asked).
+func (d *Daemon) waitReady(ctx context.Context, within time.Duration) error {
+	cli, err := client.NewClientWithOpts(client.WithHost(d.Host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return err
+	}
+	d.Client = cli
+	deadline := time.Now().Add(within)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := cli.Ping(pctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("testdaemon: dockerd %s did not answer within %v: %v; log:\n%s", d.Name, within, err, d.Log())
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("testdaemon: dockerd %s exited; log:\n%s", d.Name, d.Log())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Log returns the end of the daemon's log.
+func (d *Daemon) Log() string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "dockerd.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// PID is the daemon's process.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
+// Stop ends the daemon and everything it started, and removes its
+// directory and namespace. It returns what it could not clean.
+func (d *Daemon) Stop() error {
+	var errs []error
+	if d.cmd != nil && d.cmd.Process != nil {
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(20 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	if d.Client != nil {
+		_ = d.Client.Close()
+	}
+	if left := KillLeftovers(d.Dir); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("testdaemon: %s left processes that did not die: %v", d.Name, left))
+	}
+	errs = append(errs, d.cleanup())
+	return errors.Join(errs...)
+}
+
+// cleanup unmounts and removes the directory, and deletes the namespace.
+func (d *Daemon) cleanup() error {
+	if d.log != nil {
+		d.log.Close()
+	}
+	var errs []error
+	unmountUnder(d.Dir)
+	if err := os.RemoveAll(d.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	if out, err := exec.Command("ip", "netns", "delete", NetnsPrefix+d.Name).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+		errs = append(errs, fmt.Errorf("testdaemon: ip netns delete: %v: %s", err, out))
+	}
+	return errors.Join(errs...)
+}
