@@ -165,14 +165,14 @@ func (t *Terminal) Read(p []byte) (int, error) { return t.out.read(p) }
 // after Close, and ErrContainerReleased after Return or Remove (or
 // ErrPoolShutdown once a forced Shutdown removed the container).
 func (t *Terminal) Write(p []byte) (int, error) {
-	if err := t.refuse("write"); err != nil {
+	if err := t.refuse("write to"); err != nil {
 		return 0, err
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	n, err := t.conn.write(p)
 	if err != nil {
-		if why := t.refuse("write"); why != nil {
+		if why := t.refuse("write to"); why != nil {
 			return n, why
 		}
 		return n, fmt.Errorf("%w: write to %s: %v", ErrTerminalEnded, t.op.what, err)

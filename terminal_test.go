@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,4 +353,39 @@ func TestTerminalKeystrokeEchoRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestTerminalCloseWhileAWriteWaitsForTheProgramReturnsBoth(t *testing.T) {
+	onEachPath(t, func(t *testing.T, path execPath) {
+		is := is.New(t)
+		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1}))
+		c := held(t, p)
+		// A raw terminal whose program reads nothing: what is typed piles up
+		// until the writes wait.
+		term, s := openTerminal(t, c, []string{"sh", "-c", "stty raw -echo; echo $((3*11)); exec sleep 3301"}, size24x80)
+		s.until("33")
+		var written atomic.Int64
+		wrote := make(chan error, 1)
+		go func() {
+			chunk := bytes.Repeat([]byte("k"), 64<<10)
+			for {
+				if _, err := term.Write(chunk); err != nil {
+					wrote <- err
+					return
+				}
+				written.Add(int64(len(chunk)))
+			}
+		}()
+		eventually(t, func() bool { return written.Load() >= 64<<10 }) // the writes go on, until they wait
+		is.NoErr(term.Close())
+		select {
+		case err := <-wrote:
+			t.Logf("the write returned after %d KiB: %v", written.Load()>>10, err)
+			is.True(errors.Is(err, dockerpool.ErrTerminalClosed) || errors.Is(err, dockerpool.ErrTerminalEnded))
+		case <-time.After(screenWait):
+			t.Fatal("the write did not return after Close")
+		}
+		is.Equal(strays(t, c, "sleep 3301"), []string(nil))
+		is.True(!c.Tainted())
+	})
 }
