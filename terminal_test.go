@@ -389,3 +389,20 @@ func TestTerminalCloseWhileAWriteWaitsForTheProgramReturnsBoth(t *testing.T) {
 		is.True(!c.Tainted())
 	})
 }
+
+func TestTerminalRunsAsTheUserInTheDirectoryAsked(t *testing.T) {
+	onEachPath(t, func(t *testing.T, path execPath) {
+		is := is.New(t)
+		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1}))
+		c := held(t, p)
+		term, s := openTerminal(t, c, []string{"sh"}, dockerpool.TerminalOptions{Rows: 24, Cols: 80, User: "nobody", WorkingDir: "/tmp"})
+		// The terminal is the user's: a program may open it again by name.
+		typeIn(t, term, "echo \"uid=$(id -u) dir=$(pwd)\"; stty size < $(tty) && echo reopened-$((1+1))\r")
+		s.until("uid=65534 dir=/tmp\r\n")
+		s.until("24 80\r\nreopened-2\r\n")
+		typeIn(t, term, "exit\r")
+		code, err := waitOf(t, term)
+		is.NoErr(err)
+		is.Equal(code, 0)
+	})
+}

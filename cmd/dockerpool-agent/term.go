@@ -28,9 +28,13 @@ import (
 // or it has been silent for ttyLinger, then closes the master, which hangs
 // up what the program left holding it (SIGHUP, and EIO on the terminal).
 
-// ttyLinger is how long the output of a terminal whose program exited may
-// stay silent before the agent hangs the terminal up.
-const ttyLinger = 100 * time.Millisecond
+// After a terminal's program exited, the agent reads what is left on the
+// terminal until it stays silent for ttyLinger, or for ttyDrain at most (a
+// job left writing on it would keep it open forever), then hangs it up.
+const (
+	ttyLinger = 100 * time.Millisecond
+	ttyDrain  = time.Second
+)
 
 // tty is the terminal of one execution.
 type tty struct {
@@ -140,7 +144,8 @@ func (t *tty) resize(a *agent, id uint32, rows, cols uint16) {
 // pumpTerminal streams what the program writes to its terminal as Stdout
 // frames, within the window, until nothing holds the terminal any more (EIO
 // on the master) or, once the program exited, the terminal stayed silent
-// for ttyLinger. Closing the master then hangs up what is left on it.
+// for ttyLinger (or ttyDrain passed). Closing the master then hangs up what
+// is left on it.
 func (e *execution) pumpTerminal(master *os.File, exited <-chan struct{}, wg *sync.WaitGroup) {
 	defer wg.Done()
 	defer master.Close()
@@ -148,10 +153,19 @@ func (e *execution) pumpTerminal(master *os.File, exited <-chan struct{}, wg *sy
 	defer stopped()
 	buf := make([]byte, chunkSize)
 	dropping := false
+	var drained time.Time // when the drain after the exit ends at the latest
 	for {
 		select {
 		case <-exited:
-			_ = master.SetReadDeadline(time.Now().Add(ttyLinger))
+			now := time.Now()
+			if drained.IsZero() {
+				drained = now.Add(ttyDrain)
+			}
+			deadline := now.Add(ttyLinger)
+			if deadline.After(drained) {
+				deadline = drained
+			}
+			_ = master.SetReadDeadline(deadline)
 		default:
 		}
 		n, err := master.Read(buf)

@@ -239,3 +239,28 @@ func TestTerminalKeystrokeEchoRoundTrip(t *testing.T) {
 	c.send(agentproto.Kill, id, nil)
 	s.end()
 }
+
+func TestTerminalEndsSoonAfterItsProgramEvenWithAJobLeftWritingOnIt(t *testing.T) {
+	t.Parallel()
+	c := startAgent(t)
+	// The job ignores the hangup and writes on and on: the terminal must
+	// not stay open for it.
+	id := c.startTerm(agentproto.TermMsg{Argv: []string{"sh", "-c", "(trap '' HUP; echo job-ready; exec yes job-output) & read line"}, Rows: 24, Cols: 80})
+	s := &screen{c: c, id: id}
+	s.until("job-output")
+	start := time.Now()
+	c.typeIn(id, "\r")
+	x := how(s.end())
+	took := time.Since(start)
+	t.Logf("Exit %v after the program was told to exit (drain %v at most)", took, ttyDrain)
+	if x.Code != 0 || x.Killed {
+		t.Errorf("exit %+v", x)
+	}
+	if took > ttyDrain+5*time.Second {
+		t.Errorf("the Exit came %v after the program exited", took)
+	}
+	// Hung up, the job's writes fail: yes ends by itself.
+	if !eventually(frameWait, func() bool { return len(live("yes", "job-output")) == 0 }) {
+		t.Errorf("yes still writes on a hung-up terminal")
+	}
+}
