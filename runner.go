@@ -36,6 +36,12 @@ type runner interface {
 	// System V IPC emptied, and all of it checked; unverifiedError says what
 	// is left.
 	reset(ctx context.Context, c *Container, op *operation) error
+	// terminal starts s.cmd on a pseudo-terminal of s.rows by s.cols
+	// (terminal.go) and returns its connection, or, when it could not start
+	// it, nil and why. ctx bounds the terminal's whole life: when it ends
+	// (the caller's ctx, or Close), the program is killed as an exec's is,
+	// and conn.wait reports it. It calls s.op.ready before anything can run.
+	terminal(ctx context.Context, c *Container, s *termSpec) (terminalConn, outcome)
 	// name says which path it is, for error messages ("" for Docker exec).
 	name() string
 	// enforcesLimits reports whether the runner applies execSpec's limits

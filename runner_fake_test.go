@@ -31,6 +31,9 @@ func (scriptRunner) put(context.Context, *Container, *transferSpec) outcome {
 func (scriptRunner) get(context.Context, *Container, *transferSpec) outcome {
 	return outcome{err: errors.New("no files")}
 }
+func (scriptRunner) terminal(context.Context, *Container, *termSpec) (terminalConn, outcome) {
+	return nil, outcome{err: errors.New("no terminals")}
+}
 func (scriptRunner) name() string         { return " (script)" }
 func (scriptRunner) enforcesLimits() bool { return false }
 func (scriptRunner) reset(context.Context, *Container, *operation) error {

@@ -36,6 +36,8 @@ type session struct {
 	network string
 	timeout time.Duration // of each exec
 	out     io.Writer
+	in      *input  // the user's keystrokes: lines at the prompt, bytes in a shell
+	console console // the user's terminal, when stdin is one (shell.go)
 
 	held     map[int]heldContainer
 	next     int // number of the next acquired container
@@ -73,6 +75,7 @@ func commandTable() []command {
 		{"remove", "<n>", "remove held container n for good; the pool makes a new one", (*session).cmdRemove},
 		{"put", "<local-file> <container-path>", "write a file into the last container you acquired (acquires one if you hold none)", (*session).cmdPut},
 		{"get", "<container-path>", "print a file of the last container you acquired", (*session).cmdGet},
+		{"shell", "[n]", "an interactive shell in a warm container (or in held container n), in this terminal; exit or Ctrl-D comes back", (*session).cmdShell},
 		{"held", "", "list the containers you hold", (*session).cmdHeld},
 		{"stats", "", "show the pool's counters (Pool.Stats)", (*session).cmdStats},
 		{"burst", "<N> <command...>", fmt.Sprintf("run the command N times at once (N <= %d) and show p50/p95/max latency", maxBurst), (*session).cmdBurst},

@@ -56,6 +56,41 @@ func TestDemo(t *testing.T) {
 		t.Parallel()
 		testAgent(t, bin)
 	})
+	t.Run("Shell", func(t *testing.T) {
+		t.Parallel()
+		testShell(t, bin)
+	})
+	t.Run("ShellAgent", func(t *testing.T) {
+		t.Parallel()
+		testShell(t, bin, "-agent")
+	})
+}
+
+// testShell runs the shell command on a pipe (a terminal of the default
+// size; tmux drives it on a real one, see README): a command in the shell,
+// exit, the prompt again, quit.
+func testShell(t *testing.T, bin string, args ...string) {
+	d := startDemo(t, bin, append(imageArgs(t, false), args...)...)
+	d.expect(prompt)
+	d.send("shell")
+	wantContains(t, "shell", d.expect("Ctrl-D to come back\n"), "shell in warm container ", ", 80x24, started in ")
+	d.send("stty size; echo $((6*7))")
+	wantContains(t, "stty size", d.expect("42\r\n"), "24 80\r\n")
+	d.send("exit 7")
+	wantContains(t, "exit", d.expect(prompt), "shell exited with code 7; back in the demo")
+	wantContains(t, "stats", d.do("stats"), "in use 0")
+	// On a held container, which stays held.
+	n := d.acquire()
+	d.send("shell " + n)
+	wantContains(t, "shell n", d.expect("Ctrl-D to come back\n"), "shell in #"+n+" (container ")
+	d.send("exit")
+	wantContains(t, "exit", d.expect(prompt), "shell exited with code 0")
+	wantContains(t, "held", d.do("held"), "#"+n+": container ")
+	d.send("quit")
+	if code := d.wait(); code != 0 {
+		t.Errorf("demo exited with code %d after quit, want 0", code)
+	}
+	dockerpooltest.AssertClean(t, d.cli, d.name)
 }
 
 // testAgent runs commands on the agent path (-agent).

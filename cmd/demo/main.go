@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -87,10 +86,14 @@ type options struct {
 // terminal says which of the standard streams are terminals.
 type terminal struct {
 	in, out bool
+	console console // stdin's terminal, for the shell command; nil if it is none
 }
 
 func main() {
 	term := terminal{in: isTerminal(os.Stdin), out: isTerminal(os.Stdout)}
+	if term.in {
+		term.console = ttyConsole{fd: int(os.Stdin.Fd())}
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, term))
 }
 
@@ -132,10 +135,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, term terminal
 	}
 	// From here on the pool must be shut down, whatever happens.
 	s := newSession(pool, cli, opts, stdout)
+	s.in, s.console = readInput(stdin), term.console
 	s.printBanner()
 	reason := "interrupted"
 	if s.warmUp(ctx, term.out) == nil {
-		reason = s.loop(ctx, readLines(stdin), !term.in)
+		reason = s.loop(ctx, !term.in)
 	}
 	return s.shutdown(reason)
 }
@@ -349,63 +353,34 @@ func (s *session) warmedUp(ctx context.Context, err error, took time.Duration, t
 	return nil
 }
 
-// inputLine is one line read from the user, or the read error that ended the
-// input.
-type inputLine struct {
-	text string
-	err  error
-}
-
-// readLines reads lines from r on a goroutine of its own, so that the prompt
-// loop can also watch for Ctrl-C. The channel is closed at the end of input.
-// The goroutine stays blocked in Read when the program ends first; that is
-// fine for a process about to exit.
-func readLines(r io.Reader) <-chan inputLine {
-	lines := make(chan inputLine)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(r)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			lines <- inputLine{text: sc.Text()}
-		}
-		if err := sc.Err(); err != nil {
-			lines <- inputLine{err: err}
-		}
-	}()
-	return lines
-}
-
 // loop prints the prompt and runs commands until quit, the end of input or
 // Ctrl-C, and says which. With echo (input is not a terminal), each command
 // is printed after the prompt, so that a piped session reads like a typed
 // one.
-func (s *session) loop(ctx context.Context, lines <-chan inputLine, echo bool) string {
+func (s *session) loop(ctx context.Context, echo bool) string {
 	for {
 		if ctx.Err() != nil {
 			fmt.Fprintln(s.out)
 			return "interrupted"
 		}
 		fmt.Fprint(s.out, prompt)
-		select {
-		case <-ctx.Done():
+		text, err := s.in.line(ctx)
+		switch {
+		case ctx.Err() != nil:
 			fmt.Fprintln(s.out)
 			return "interrupted"
-		case in, ok := <-lines:
-			switch {
-			case !ok:
-				fmt.Fprintln(s.out)
-				return "end of input"
-			case in.err != nil:
-				fmt.Fprintf(s.out, "\nerror: read input: %v\n", in.err)
-				return "input failed"
-			}
-			if echo {
-				fmt.Fprintln(s.out, in.text)
-			}
-			if s.execute(ctx, in.text) {
-				return "quit"
-			}
+		case err == io.EOF:
+			fmt.Fprintln(s.out)
+			return "end of input"
+		case err != nil:
+			fmt.Fprintf(s.out, "\nerror: read input: %v\n", err)
+			return "input failed"
+		}
+		if echo {
+			fmt.Fprintln(s.out, text)
+		}
+		if s.execute(ctx, text) {
+			return "quit"
 		}
 	}
 }

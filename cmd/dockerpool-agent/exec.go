@@ -47,6 +47,7 @@ type execution struct {
 	token  string
 	stdin  *inbox             // nil: stdin is /dev/null
 	out    *agentproto.Credit // the window of its output
+	tty    *tty               // a terminal's: the program runs on it (term.go); nil for a command
 
 	pid  atomic.Int64  // main process, also its process group; 0 until started
 	done chan struct{} // closed once the Exit is sent
@@ -65,12 +66,7 @@ type execution struct {
 
 // handleExec starts the exec a frame asks for.
 func (a *agent) handleExec(f agentproto.Frame) {
-	a.mu.Lock()
-	_, dup := a.execs[f.ID]
-	a.mu.Unlock()
-	if dup {
-		// Answering would give the running exec a second Exit.
-		a.log.Printf("exec %d: id already in use, frame ignored", f.ID)
+	if a.idInUse(f.ID, "exec") {
 		return
 	}
 	var msg agentproto.ExecMsg
@@ -79,14 +75,32 @@ func (a *agent) handleExec(f agentproto.Frame) {
 		go a.out.json(agentproto.Exit, f.ID, agentproto.ExitMsg{Code: -1, Error: err.Error()})
 		return
 	}
-	e := &execution{a: a, id: f.ID, msg: msg, token: newToken(), done: make(chan struct{}), killCh: make(chan struct{}), left: msg.Limit, out: agentproto.NewCredit()}
+	a.startExec(f.ID, msg, nil)
+}
+
+// idInUse reports (and logs) a frame that would start an exec on an id that
+// has one: answering it would give the running exec a second Exit.
+func (a *agent) idInUse(id uint32, what string) bool {
+	a.mu.Lock()
+	_, dup := a.execs[id]
+	a.mu.Unlock()
+	if dup {
+		a.log.Printf("%s %d: id already in use, frame ignored", what, id)
+	}
+	return dup
+}
+
+// startExec registers an exec, a command or (with t) a terminal, and starts
+// it on a goroutine of its own.
+func (a *agent) startExec(id uint32, msg agentproto.ExecMsg, t *tty) {
+	e := &execution{a: a, id: id, msg: msg, tty: t, token: newToken(), done: make(chan struct{}), killCh: make(chan struct{}), left: msg.Limit, out: agentproto.NewCredit()}
 	if msg.Stdin {
-		e.stdin = newInbox(a.granter(f.ID))
+		e.stdin = newInbox(a.granter(id))
 	}
 	a.mu.Lock()
 	a.serial++
 	e.serial = a.serial
-	a.execs[f.ID] = e
+	a.execs[id] = e
 	a.mu.Unlock()
 	go e.run()
 }
@@ -152,9 +166,14 @@ func (e *execution) follow(cmd *exec.Cmd, pipes *pipes) *running {
 		close(r.exited)
 	}()
 	var outputs sync.WaitGroup
-	outputs.Add(2)
-	go e.pump(pipes.outR, agentproto.Stdout, &outputs)
-	go e.pump(pipes.errR, agentproto.Stderr, &outputs)
+	if e.tty != nil {
+		outputs.Add(1)
+		go e.pumpTerminal(pipes.outR, r.exited, &outputs)
+	} else {
+		outputs.Add(2)
+		go e.pump(pipes.outR, agentproto.Stdout, &outputs)
+		go e.pump(pipes.errR, agentproto.Stderr, &outputs)
+	}
 	go func() {
 		outputs.Wait()
 		close(r.outDone)

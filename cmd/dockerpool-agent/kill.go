@@ -71,8 +71,8 @@ func (v *view) othersRunning(e *execution) int {
 // owner tells which registered exec the process belongs to, or nil (a
 // leftover of an exec that is over, or something the agent cannot place).
 // In order: what an earlier scan saw (processes keep their owner after their
-// parent died), the exec's main PID or process group, the exec token in the
-// environment, the owner of the parent.
+// parent died), the exec's main PID or process group (or a terminal's
+// session), the exec token in the environment, the owner of the parent.
 func (v *view) owner(pid int) *execution {
 	if e, ok := v.memo[pid]; ok {
 		return e
@@ -95,7 +95,9 @@ func (v *view) attribute(p procInfo) *execution {
 		return v.bySerial[s] // nil for an exec that is over
 	}
 	for _, e := range v.execs {
-		if pid := int(e.pid.Load()); p.pid == pid || p.pgid == pid {
+		// A terminal's program leads its own session: what left its
+		// process group (a shell's jobs) is still in the session.
+		if pid := int(e.pid.Load()); p.pid == pid || p.pgid == pid || e.tty != nil && p.sid == pid {
 			return e
 		}
 	}

@@ -23,6 +23,11 @@
 // (process group, DOCKERPOOL_EXEC_ID token, descendants, owners recorded by
 // earlier scans) when others run; a Reset, and SIGTERM, take everything.
 //
+// Terminals. A Term frame runs its program on a pseudo-terminal the agent
+// allocates (term.go): an exec whose program leads its own session, with
+// the terminal's master in place of the pipes; its kill, sweep and Exit are
+// an exec's.
+//
 // Zombies. os/exec waits for each command's main process by PID; the agent
 // never waits for "any child", which could steal such a status. Every 200 ms
 // and after every kill it lists its children, and waits by PID for each

@@ -10,6 +10,7 @@ import (
 // procInfo is what the agent reads of a process in /proc/<pid>/stat.
 type procInfo struct {
 	pid, ppid, pgid int
+	sid             int    // the session: a terminal's program leads its own
 	state           byte   // R, S, D, Z, T...
 	start           uint64 // start time in clock ticks since boot: with pid, an identity
 }
@@ -44,17 +45,19 @@ func parseStat(pid int, b []byte) (procInfo, bool) {
 		return procInfo{}, false
 	}
 	f := bytes.Fields(b[i+1:])
-	// f[0] state, f[1] ppid, f[2] pgrp, ... f[19] starttime (field 22).
+	// f[0] state, f[1] ppid, f[2] pgrp, f[3] session, ... f[19] starttime
+	// (field 22).
 	if len(f) < 20 || len(f[0]) != 1 {
 		return procInfo{}, false
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	pgid, err2 := strconv.Atoi(string(f[2]))
+	sid, err4 := strconv.Atoi(string(f[3]))
 	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return procInfo{}, false
 	}
-	return procInfo{pid: pid, ppid: ppid, pgid: pgid, state: f[0][0], start: start}, true
+	return procInfo{pid: pid, ppid: ppid, pgid: pgid, sid: sid, state: f[0][0], start: start}, true
 }
 
 // scan lists every process of the PID namespace.

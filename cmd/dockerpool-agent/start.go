@@ -76,6 +76,10 @@ func (s *startError) report(e *execution) agentproto.ExitMsg {
 	if s.code == -1 {
 		return agentproto.ExitMsg{Code: -1, Error: s.msg}
 	}
+	if e.tty != nil { // a terminal has one output, with a terminal's line ends
+		e.a.out.frame(agentproto.Stdout, e.id, []byte(s.msg+"\r\n"))
+		return agentproto.ExitMsg{Code: s.code, StartError: s.msg}
+	}
 	e.a.out.frame(agentproto.Stderr, e.id, []byte(s.msg+"\n"))
 	return agentproto.ExitMsg{Code: s.code, StartError: s.msg}
 }
@@ -113,9 +117,15 @@ func (e *execution) prepare() (*exec.Cmd, *pipes, *startError) {
 	if u.home != "" && !hasVar(m.Env, "HOME") {
 		env = append(env, "HOME="+u.home)
 	}
+	if e.tty != nil && !hasVar(env, "TERM") && !hasVar(m.Env, "TERM") {
+		env = append(env, "TERM=xterm") // as Docker sets it for an exec with a TTY
+	}
 	env = append(env, m.Env...)
 	env = append(env, execIDEnv+"="+e.token) // last: it wins over a duplicate
 
+	if e.tty != nil {
+		return e.tty.command(path, m, env, u.cred)
+	}
 	p, err := newPipes(m.Stdin)
 	if err != nil {
 		return nil, p, &startError{code: -1, msg: fmt.Sprintf("pipes: %v", err)}

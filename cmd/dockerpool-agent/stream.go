@@ -7,11 +7,20 @@ type stream interface {
 	input() *inbox              // its data from the pool; nil if it takes none
 	output() *agentproto.Credit // the window of its data to the pool; nil if it sends none
 	abort()                     // a Kill frame
+	resize(rows, cols uint16)   // a Resize frame: only a terminal has a size
 }
 
 func (e *execution) input() *inbox              { return e.stdin }
 func (e *execution) output() *agentproto.Credit { return e.out }
 func (e *execution) abort()                     { e.kill(reasonKill) }
+func (e *execution) resize(rows, cols uint16) {
+	if e.tty != nil {
+		e.tty.resize(e.a, e.id, rows, cols)
+	}
+}
+
+// A transfer has no terminal.
+func (*transfer) resize(uint16, uint16) {}
 
 // noStream stands for an id that is over or unknown: frames for it are
 // dropped.
@@ -20,6 +29,7 @@ type noStream struct{}
 func (noStream) input() *inbox              { return nil }
 func (noStream) output() *agentproto.Credit { return nil }
 func (noStream) abort()                     {}
+func (noStream) resize(uint16, uint16)      {}
 
 // stream returns what frames of id go to.
 func (a *agent) stream(id uint32) stream {

@@ -64,7 +64,8 @@ func knownType(t agentproto.Type) bool {
 	case agentproto.Hello, agentproto.Exec, agentproto.Stdin, agentproto.StdinEOF,
 		agentproto.Kill, agentproto.Stdout, agentproto.Stderr, agentproto.Exit,
 		agentproto.Reset, agentproto.ResetDone, agentproto.Ping, agentproto.Pong,
-		agentproto.Grant, agentproto.Put, agentproto.Get, agentproto.Done:
+		agentproto.Grant, agentproto.Put, agentproto.Get, agentproto.Done,
+		agentproto.Term, agentproto.Resize:
 		return true
 	}
 	return false
@@ -91,8 +92,22 @@ func likelyHeader(b []byte) bool {
 		return n <= 64
 	case agentproto.Stdin:
 		return n > 0 && n <= agentproto.MaxPayload
-	case agentproto.Hello, agentproto.Exec, agentproto.Reset, agentproto.Put, agentproto.Get:
+	case agentproto.Resize:
+		return n >= 2 && n <= 64 && len(b) > agentproto.HeaderSize && b[agentproto.HeaderSize] == '{'
+	}
+	if jsonControl(agentproto.Type(b[0])) {
 		return n >= 2 && n <= agentproto.MaxPayload && len(b) > agentproto.HeaderSize && b[agentproto.HeaderSize] == '{'
+	}
+	return false
+}
+
+// jsonControl reports the types of the control frames the pool sends with a
+// JSON payload, whose first byte likelyHeader checks.
+func jsonControl(t agentproto.Type) bool {
+	switch t {
+	case agentproto.Hello, agentproto.Exec, agentproto.Reset, agentproto.Put, agentproto.Get,
+		agentproto.Term, agentproto.Resize:
+		return true
 	}
 	return false
 }
@@ -113,7 +128,7 @@ func (a *agent) serve(r io.Reader) {
 		}
 		ok := plausibleHeader(hdr)
 		if ok && skipped > 0 {
-			if t := agentproto.Type(hdr[0]); t == agentproto.Hello || t == agentproto.Exec || t == agentproto.Reset || t == agentproto.Put || t == agentproto.Get {
+			if jsonControl(agentproto.Type(hdr[0])) {
 				if hdr, err = br.Peek(agentproto.HeaderSize + 1); err != nil {
 					a.readEnded(err, skipped+len(hdr))
 					return
@@ -167,6 +182,15 @@ func (a *agent) dispatch(f agentproto.Frame) {
 		}
 	case agentproto.Exec:
 		a.handleExec(f)
+	case agentproto.Term:
+		a.handleTerm(f)
+	case agentproto.Resize:
+		var m agentproto.ResizeMsg
+		if err := f.Decode(&m); err != nil {
+			a.log.Printf("resize %d: %v", f.ID, err)
+		} else {
+			a.stream(f.ID).resize(m.Rows, m.Cols)
+		}
 	case agentproto.Put, agentproto.Get:
 		a.handleTransfer(f)
 	case agentproto.Stdin:

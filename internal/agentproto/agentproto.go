@@ -23,6 +23,16 @@
 //	pool → agent   Kill                 (on timeout or cancel)
 //	agent → pool   Exit{...}            always last for that id
 //
+// for each terminal (a command on a pseudo-terminal the agent allocates):
+//
+//	pool → agent   Term{...}            start it, with the terminal's size
+//	pool → agent   Stdin data ...       keystrokes
+//	pool → agent   Resize{...}          the terminal's new size
+//	agent → pool   Stdout data, as it comes: what the program writes to the
+//	               terminal (no Stderr: one terminal has one output)
+//	pool → agent   Kill                 (on close or cancel)
+//	agent → pool   Exit{...}            always last for that id
+//
 // and for each file transfer:
 //
 //	pool → agent   Put{...}             write a file, or unpack a tar, from
@@ -55,7 +65,7 @@ import (
 
 // Version of the protocol. The agent announces it in Hello; the pool refuses
 // an agent of another version. Version 2 added flow control, file transfers,
-// resource usage and per-command limits.
+// resource usage, per-command limits and terminals.
 const Version = 2
 
 // Window is the credit each side starts with, per id and direction: the
@@ -93,6 +103,8 @@ const (
 	Put       Type = 'F' // pool → agent: PutMsg; Stdin frames carry the data
 	Get       Type = 'G' // pool → agent: GetMsg; Stdout frames carry the data
 	Done      Type = 'D' // agent → pool: DoneMsg, the last frame of a Put or Get
+	Term      Type = 'T' // pool → agent: TermMsg: start a command on a terminal
+	Resize    Type = 'S' // pool → agent: ResizeMsg: a terminal's new size
 )
 
 // HelloMsg opens the session.
@@ -116,6 +128,27 @@ type ExecMsg struct {
 	CPUTimeMS    int64 `json:"cpu_time_ms,omitempty"`    // user+system of all of them together
 	MaxFileSize  int64 `json:"max_file_size,omitempty"`  // RLIMIT_FSIZE, bytes
 	MaxOpenFiles int   `json:"max_open_files,omitempty"` // RLIMIT_NOFILE
+}
+
+// TermMsg starts a command on a new pseudo-terminal: the program is the
+// leader of a new session whose controlling terminal it is, its standard
+// input, output and error. Stdin frames are what is typed on it, Stdout
+// frames what the program writes to it. The exec ends when the program
+// exits (what it left that still holds the terminal is hung up), with an
+// Exit as for Exec.
+type TermMsg struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	User string   `json:"user,omitempty"`
+	Rows uint16   `json:"rows"`
+	Cols uint16   `json:"cols"`
+}
+
+// ResizeMsg changes the size of a terminal (the program gets SIGWINCH).
+type ResizeMsg struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
 }
 
 // ExitMsg ends an exec.
@@ -296,7 +329,7 @@ func (f Frame) Decode(v any) error {
 func (t Type) known() bool {
 	switch t {
 	case Hello, Exec, Stdin, StdinEOF, Kill, Stdout, Stderr, Exit, Reset, ResetDone, Ping, Pong,
-		Grant, Put, Get, Done:
+		Grant, Put, Get, Done, Term, Resize:
 		return true
 	}
 	return false

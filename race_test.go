@@ -1,0 +1,5 @@
+//go:build race
+
+package dockerpool_test
+
+func init() { raceEnabled = true }
