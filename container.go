@@ -1,6 +1,7 @@
 package dockerpool
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"sync"
@@ -23,6 +24,14 @@ type Container struct {
 
 	markMu sync.Mutex // serializes the marking of concurrent first Execs
 
+	// life is cancelled, with the reason, when the container dies or is
+	// revoked: the operations running on the handle end at once, rather
+	// than wait for streams that a dead container may never close (a
+	// gVisor sandbox killed by the OOM killer leaves its execs' streams
+	// open).
+	life context.Context
+	end  context.CancelCauseFunc
+
 	// Low 32 bits: operations (Exec, file transfers) running on this handle.
 	// High bits: the flags below. Written by the holder's goroutines and,
 	// for handleDead, handleTainted and handleRevoked, by the owner.
@@ -43,6 +52,7 @@ const (
 // through the container's agent session.
 func newHandle(p *Pool, id string, lease uint64, needMark bool, agent *agentConn) *Container {
 	c := &Container{pool: p, id: id, lease: lease, needMark: needMark, runner: dockerRunner{}}
+	c.life, c.end = context.WithCancelCause(context.Background())
 	if agent != nil {
 		c.runner = agentRunner{a: agent}
 	}
@@ -104,6 +114,20 @@ func (c *Container) beginOp() error {
 }
 
 func (c *Container) endOp() { c.state.Add(^uint64(0)) }
+
+// setFlags sets flags on the handle; when they say the container is dead or
+// revoked, the operations running on it are cancelled with the reason.
+func (c *Container) setFlags(bits uint64) {
+	old := c.state.Or(bits)
+	switch {
+	case bits&handleRevoked != 0:
+		c.end(fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id)))
+	case bits&handleDead != 0 && (old|bits)&handleOOM != 0:
+		c.end(fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory))
+	case bits&handleDead != 0:
+		c.end(fmt.Errorf("%w: Docker reported that container %s died", ErrContainerDead, shortID(c.id)))
+	}
+}
 
 // running counts the operations running on the handle.
 func (c *Container) running() int { return int(c.state.Load() & execMask) }

@@ -235,9 +235,14 @@ func (c *Container) begin(ctx context.Context, what string, timeout time.Duratio
 		return nil, ErrPoolShutdown
 	default:
 	}
-	op.ctx, op.cancel = ctx, func() {}
+	// The operation ends with the handle's life (the container died or
+	// was revoked), the caller's ctx or the timeout, whichever comes first.
+	lctx, lcancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.life, func() { lcancel(context.Cause(c.life)) })
+	op.ctx, op.cancel = lctx, func() { stop(); lcancel(nil) }
 	if timeout > 0 {
-		op.ctx, op.cancel = context.WithTimeoutCause(ctx, timeout, ErrExecTimeout)
+		tctx, tcancel := context.WithTimeoutCause(lctx, timeout, ErrExecTimeout)
+		op.ctx, op.cancel = tctx, func() { tcancel(); stop(); lcancel(nil) }
 	}
 	if err := op.ctx.Err(); err != nil {
 		op.end()
@@ -311,11 +316,15 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 	case o.err != nil:
 		// A container that is gone or stopped is marked dead on the handle,
 		// so that later operations fail at once and Return discards it.
-		if o.suspect && errors.Is(op.c.pool.checkContainer(op.c.id), ErrContainerDead) {
-			op.c.state.Or(handleDead)
-			return fmt.Errorf("dockerpool: %s: %w: %w", op.what, ErrContainerDead, o.err), true
+		if o.suspect {
+			if why := op.c.pool.checkContainer(op.c.id); errors.Is(why, ErrContainerDead) {
+				op.c.setFlags(handleDead)
+				return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.err), true
+			}
 		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.err), false
+	case errors.Is(o.cause, ErrContainerDead):
+		return fmt.Errorf("dockerpool: %s: %w", op.what, o.cause), true
 	case errors.Is(o.cause, ErrOutputLimitExceeded):
 		return fmt.Errorf("%w: %s wrote more than %d bytes", ErrOutputLimitExceeded, op.what, limit), false
 	case errors.Is(o.cause, ErrExecTimeout):

@@ -95,7 +95,7 @@ func (o *owner) carryOut(fx *effects) {
 	o.io.publish(fx.idle, fx.inUse)
 	for _, f := range fx.flags {
 		if h := o.handles[f.lease]; h != nil {
-			h.state.Or(f.bits)
+			h.setFlags(f.bits)
 		}
 	}
 	for _, g := range fx.grants {

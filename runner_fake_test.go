@@ -141,3 +141,36 @@ func TestFrameMarksTheHandleDeadWhenTheRunnerSuspectsTheContainerAndItIsGone(t *
 	_, err = c.Exec(context.Background(), []string{"x"}) // later ones fail at once
 	is.True(errors.Is(err, ErrContainerDead))
 }
+
+// A runner whose streams never close (a gVisor sandbox killed by the OOM
+// killer leaves its execs' streams open) must not hold the caller until
+// the timeout: the container's death ends the command at once.
+func TestFrameEndsACommandWhenTheContainerDiesUnderIt(t *testing.T) {
+	is := is.New(t)
+	started := make(chan struct{})
+	f, c := scripted(t, func(ctx context.Context, _ *execSpec) outcome {
+		close(started)
+		<-ctx.Done() // streams that never close: only the op's ctx ends this
+		return outcome{cause: context.Cause(ctx)} // as the runners report a cancelled op
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.ExecStd(context.Background(), []string{"x"}, ExecOptions{Timeout: time.Hour})
+		done <- err
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command did not start within 10s")
+	}
+	f.Kill(c.ID())
+	select {
+	case err := <-done:
+		is.True(errors.Is(err, ErrContainerDead)) // the death is the error, not a timeout
+		is.True(!errors.Is(err, ErrExecTimeout))
+	case <-time.After(10 * time.Second):
+		t.Fatal("Exec did not end within 10s of the container's death")
+	}
+	_, err := c.Exec(context.Background(), []string{"x"}) // later ones fail at once
+	is.True(errors.Is(err, ErrContainerDead))
+}

@@ -221,6 +221,11 @@ func (p *Pool) checkContainer(id string) error {
 	if err != nil {
 		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
+	if info.State != nil && !info.State.Running && info.State.OOMKilled {
+		// The OOM killer ended the whole container (under gVisor, the
+		// sandbox's kernel is one process to the host's).
+		return fmt.Errorf("%w: container %s was killed by the OOM killer: %w", ErrContainerDead, shortID(id), ErrOutOfMemory)
+	}
 	if info.State == nil || !info.State.Running {
 		return fmt.Errorf("%w: container %s", ErrContainerDead, shortID(id))
 	}
