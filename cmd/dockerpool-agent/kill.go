@@ -31,7 +31,7 @@ func (a *agent) newView() *view {
 	v := &view{
 		a:        a,
 		procs:    procs,
-		desc:     descendants(procs, a.pid),
+		desc:     a.domain(procs),
 		bySerial: map[uint64]*execution{},
 		running:  map[uint64]bool{},
 		memo:     map[int]*execution{},
@@ -57,6 +57,31 @@ func (a *agent) newView() *view {
 	}
 	a.ownMu.Unlock()
 	return v
+}
+
+// domain is the processes the agent may kill: its descendants, or, when it
+// is not their subreaper (a.wide), every process but PID 1, the agent and
+// its ancestors.
+func (a *agent) domain(procs map[int]procInfo) []procInfo {
+	if !a.wide {
+		return descendants(procs, a.pid)
+	}
+	spared := map[int]bool{1: true}
+	for pid := a.pid; pid > 1 && !spared[pid]; {
+		spared[pid] = true
+		p, ok := procs[pid]
+		if !ok {
+			break
+		}
+		pid = p.ppid
+	}
+	var out []procInfo
+	for pid, p := range procs {
+		if !spared[pid] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // othersRunning counts the execs other than e that run.

@@ -150,3 +150,31 @@ func TestSIGTERMKillsCommands(t *testing.T) {
 	assertGone(t, "sleep", "7500")
 	assertGone(t, "sleep", "7501")
 }
+
+// Without a subreaper (gVisor), the orphans of the commands belong to PID 1:
+// the agent's domain then is every process but PID 1 and its ancestors.
+func TestDomainWithoutASubreaperTakesTheOrphansOfPID1(t *testing.T) {
+	procs := map[int]procInfo{
+		1:  {pid: 1, ppid: 0},  // docker-init
+		5:  {pid: 5, ppid: 1},  // the agent's parent (a shell, say)
+		7:  {pid: 7, ppid: 5},  // the agent
+		9:  {pid: 9, ppid: 7},  // a command
+		12: {pid: 12, ppid: 1}, // an orphan of a command
+		20: {pid: 20, ppid: 0}, // a docker exec beside the agent
+	}
+	pids := func(ps []procInfo) map[int]bool {
+		m := map[int]bool{}
+		for _, p := range ps {
+			m[p.pid] = true
+		}
+		return m
+	}
+	narrow := pids((&agent{pid: 7}).domain(procs))
+	if len(narrow) != 1 || !narrow[9] {
+		t.Errorf("with a subreaper the domain is the descendants {9}, got %v", narrow)
+	}
+	wide := pids((&agent{pid: 7, wide: true}).domain(procs))
+	if len(wide) != 3 || !wide[9] || !wide[12] || !wide[20] {
+		t.Errorf("without one the domain is everything but 1, 5 and 7: {9 12 20}, got %v", wide)
+	}
+}

@@ -53,8 +53,13 @@ const prSetChildSubreaper = 36
 // agent is the state of the running agent.
 type agent struct {
 	pid int
-	out *writer
-	log *log.Logger
+	// wide: the agent could not become a child subreaper and is not PID 1
+	// (gVisor has no PR_SET_CHILD_SUBREAPER): orphans of its commands go to
+	// PID 1, out of its subtree, so it takes every process of the container
+	// but PID 1 and its own ancestors for its commands'.
+	wide bool
+	out  *writer
+	log  *log.Logger
 
 	// startMu orders process starts against /proc sweeps: a start holds it
 	// shared from the fork until the new PID is registered, a sweep or the
@@ -91,7 +96,8 @@ func main() {
 	a := newAgent()
 	a.out.log = a.log
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		a.log.Printf("cannot become a child subreaper: %v", errno)
+		a.wide = a.pid != 1
+		a.log.Printf("cannot become a child subreaper (%v): every process but PID 1 and the agent's ancestors counts as the commands'", errno)
 	}
 	// Handling SIGPIPE makes a write to a closed stdout fail with EPIPE
 	// instead of killing the agent. (signal.Ignore would be inherited by the
