@@ -95,6 +95,19 @@ func (t mountTable) writablePlaces() []string {
 	return places
 }
 
+// unlistable says which channels a holder could leave objects in that the
+// reset cannot list in this container, or nil. POSIX message queues are
+// listed through an mqueue mount: a container without one (gVisor mounts
+// none) may still have queues (mq_open works), and nobody can see them.
+func (t mountTable) unlistable() []string {
+	for _, m := range t {
+		if m.fstype == "mqueue" {
+			return nil
+		}
+	}
+	return []string{"POSIX message queues cannot be listed: the container has no mqueue mount (gVisor has none)"}
+}
+
 // archiveSees reports whether Docker's archive API sees, at this mount,
 // what the container sees (and, to write, may write there).
 func (m mount) archiveSees(write bool) bool {

@@ -67,6 +67,9 @@ func (dockerRunner) reset(ctx context.Context, c *Container, op *operation) erro
 	if err != nil {
 		return unverifiedError{left: []string{err.Error()}}
 	}
+	if left := mt.unlistable(); left != nil {
+		return unverifiedError{left: left}
+	}
 	var out bytes.Buffer
 	args := append([]string{"/bin/sh", "-c", cleanScript, "dockerpool-clean"}, mt.writablePlaces()...)
 	code, stderr, o := runHelper(ctx, c, op, args, nil, &out, 64<<10)

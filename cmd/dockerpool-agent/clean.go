@@ -17,13 +17,13 @@ import (
 // from /proc/self/mountinfo: /tmp and the like, /dev/shm, /dev/mqueue. /dev
 // itself (the runtime's device nodes), /proc and /sys are not the
 // commands' places.
-func writablePlaces() ([]string, error) {
+// It also says whether an mqueue file system is mounted.
+func writablePlaces() (places []string, mqueue bool, err error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
-	var places []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		pre, post, ok := strings.Cut(sc.Text(), " - ")
@@ -32,6 +32,7 @@ func writablePlaces() ([]string, error) {
 			continue
 		}
 		point, opts := unescape(fields[4]), fields[5]
+		mqueue = mqueue || fs[0] == "mqueue"
 		if fs[0] != "tmpfs" && fs[0] != "mqueue" || strings.HasPrefix(opts, "ro") {
 			continue
 		}
@@ -40,7 +41,7 @@ func writablePlaces() ([]string, error) {
 		}
 		places = append(places, point)
 	}
-	return places, sc.Err()
+	return places, mqueue, sc.Err()
 }
 
 // unescape undoes mountinfo's octal escapes (\040 for a space).
@@ -122,17 +123,20 @@ func removeIPC() {
 // verifiedClean empties the container's writable places and its IPC, and
 // returns what is left (nothing, when the container is as good as new).
 func verifiedClean(extra []string) []string {
-	places, err := writablePlaces()
+	places, mqueue, err := writablePlaces()
 	if err != nil {
 		return []string{"read the container's mounts: " + err.Error()}
 	}
 	places = append(places, extra...)
-	var left []string
+	left := unlistedQueues(mqueue)
 	if err := emptyDirs(places); err != nil {
 		left = append(left, err.Error())
 	}
-	removeIPC()
 	left = append(left, leftIn(places)...)
+	if _, err := os.Stat("/proc/sysvipc"); err != nil {
+		return append(left, removeUnlistedIPC()...)
+	}
+	removeIPC()
 	for _, obj := range ipcObjects() {
 		left = append(left, "System V IPC "+obj)
 	}

@@ -2,7 +2,8 @@
 // queues, for the tests of the verified reset: the busybox test image has
 // no ipcmk or ipcrm. Run as "ipcrm" it removes objects as ipcrm does
 // (ipcrm -m|-q|-s <id>); as "ipctool make" it makes one of each kind and a
-// message queue /dockerpool-test.
+// message queue /dockerpool-test; "ipctool nnp" prints the process's
+// no_new_privs bit.
 package main
 
 import (
@@ -18,14 +19,26 @@ const (
 	ipcCreat = 0o1000
 	ipcRmid  = 0
 	ipcPriv  = 0
+
+	prGetNoNewPrivs = 39
 )
 
 func main() {
 	if filepath.Base(os.Args[0]) == "ipcrm" {
 		os.Exit(ipcrm(os.Args[1:]))
 	}
+	if len(os.Args) == 2 && os.Args[1] == "nnp" {
+		// gVisor's /proc/self/status has no NoNewPrivs line: ask prctl.
+		r, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prGetNoNewPrivs, 0, 0)
+		if e != 0 {
+			fmt.Fprintln(os.Stderr, "ipctool: prctl(PR_GET_NO_NEW_PRIVS):", e)
+			os.Exit(1)
+		}
+		fmt.Println(r)
+		return
+	}
 	if len(os.Args) != 2 || os.Args[1] != "make" {
-		fmt.Fprintln(os.Stderr, "usage: ipctool make")
+		fmt.Fprintln(os.Stderr, "usage: ipctool make|nnp")
 		os.Exit(2)
 	}
 	if err := mk(); err != nil {
