@@ -195,6 +195,10 @@ type settings struct {
 	Config
 	pullPolicy PullPolicy
 	agent      *AgentConfig // a copy with defaults, or nil
+	// gvisor: the containers run under gVisor (HostConfig.Runtime, or the
+	// daemon's default runtime), whose file cache the host does not see:
+	// file transfers then never use Docker's archive API.
+	gvisor bool
 }
 
 // resolve validates cfg and applies the defaults.

@@ -22,7 +22,9 @@ import (
 // few milliseconds, against some 40 for an exec), but it works on the
 // container's layers as seen from the host: it is used only where that is
 // what the container sees (see mounts.go), with no symbolic link on the way
-// (the daemon would resolve it without the container's mounts). Everywhere
+// (the daemon would resolve it without the container's mounts), and never
+// under gVisor, whose kernel keeps a cache of the files that the host's
+// view of the layers lags behind. Everywhere
 // else a short /bin/sh command does it in the container, as the container's
 // user: cat into a temporary file renamed over the target, tar -x, cat, tar
 // -c. The image needs /bin/sh, cat, mkdir, mv, chmod, rm and tar for that
@@ -57,6 +59,9 @@ func (p *Pool) mountTable(ctx context.Context, c *Container, op *operation) (mou
 // through the archive API when the mount shows it the container's view and
 // no element of the path is a symbolic link; else through the shell.
 func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, write bool) route {
+	if c.pool.cfg.gvisor {
+		return route{} // gVisor caches files in the sandbox: the host's view lags
+	}
 	mt, err := c.pool.mountTable(ctx, c, t.op)
 	if err != nil || !mt.find(dir).archiveSees(write) {
 		return route{}

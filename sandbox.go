@@ -1,6 +1,8 @@
 package dockerpool
 
 import (
+	"strings"
+
 	"github.com/docker/docker/api/types/container"
 )
 
@@ -67,6 +69,16 @@ type SandboxOptions struct {
 	// "none", runsc needs runtimeArgs ["--network=none"]): New checks, and
 	// names the runtimes the daemon has when it is missing. Default: the
 	// daemon's default runtime (runc).
+	//
+	// Under gVisor (a Runtime whose name contains "runsc" or "gvisor") the
+	// host's PIDs limit cannot count the sandbox's processes: it counts
+	// gVisor's own threads and stub processes, about a dozen per sandboxed
+	// process on its ptrace platform, and gVisor crashes, taking the whole
+	// container, when the host refuses it one (gVisor issue 2490). The
+	// preset then enforces PidsLimit inside the sandbox, as an RLIMIT_NPROC
+	// of that size, which gVisor's kernel counts per sandbox (fork fails
+	// with EAGAIN, as under runc), and sets the host's PIDs limit to
+	// RunscHostPids(PidsLimit), a backstop with room for gVisor itself.
 	Runtime string
 	// TmpfsNoExec mounts /tmp noexec. The default allows running files from
 	// /tmp, since the root is read-only and judges commonly compile there;
@@ -116,7 +128,8 @@ type SandboxOptions struct {
 // Not set: a user (it belongs to the container.Config: see SandboxUser), a
 // disk quota other than the tmpfs size (the root is read-only), the process
 // count per user (RLIMIT_NPROC counts the user's processes in every container
-// of the host, so it would couple unrelated containers), time limits (use
+// of the host, so it would couple unrelated containers; except under gVisor,
+// whose kernel counts them per sandbox: see Runtime), time limits (use
 // ExecOptions.Timeout) and output limits (ExecOptions.Limit).
 //
 // What the preset is not: a virtual machine. It asks the daemon for
@@ -164,10 +177,27 @@ func SandboxHostConfig(opts SandboxOptions) *container.HostConfig {
 			Ulimits:    []*container.Ulimit{{Name: "core", Soft: 0, Hard: 0}},
 		},
 	}
-	if pids > 0 {
+	switch {
+	case pids > 0 && isGVisor(opts.Runtime):
+		hc.Ulimits = append(hc.Ulimits, &container.Ulimit{Name: "nproc", Soft: pids, Hard: pids})
+		host := RunscHostPids(pids)
+		hc.PidsLimit = &host
+	case pids > 0:
 		hc.PidsLimit = &pids
 	}
 	return hc
+}
+
+// RunscHostPids is the host's PIDs limit SandboxHostConfig sets under
+// gVisor for a PidsLimit of pids: gVisor's own tasks (about forty) and about
+// a dozen host tasks per sandboxed process, with room to spare, so that the
+// limit inside the sandbox is reached first.
+func RunscHostPids(pids int64) int64 { return 64 + 16*pids }
+
+// isGVisor says whether the runtime is gVisor's, by its registered name.
+func isGVisor(runtime string) bool {
+	r := strings.ToLower(runtime)
+	return strings.Contains(r, "runsc") || strings.Contains(r, "gvisor")
 }
 
 // orDefault returns v, def when v is zero, or 0 (no limit) when v is

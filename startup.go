@@ -64,9 +64,11 @@ func start(ctx context.Context, s settings, api DockerAPI) (*Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dockerpool: cannot reach the Docker daemon (is it running? DOCKER_HOST?): %w", err)
 	}
-	if err := checkRuntime(ctx, s, api); err != nil {
+	gvisor, err := checkRuntime(ctx, s, api)
+	if err != nil {
 		return nil, err
 	}
+	s.gvisor = gvisor
 	if err := prepareNetwork(ctx, s, api); err != nil {
 		return nil, err
 	}
@@ -135,24 +137,25 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 }
 
 // checkRuntime makes sure the daemon has the runtime the containers ask
-// for: without it, every creation would fail, after New had said yes.
-func checkRuntime(ctx context.Context, s settings, api DockerAPI) error {
-	if s.HostConfig == nil || s.HostConfig.Runtime == "" {
-		return nil
-	}
+// for: without it, every creation would fail, after New had said yes. It
+// reports whether that runtime (or the daemon's default) is gVisor's.
+func checkRuntime(ctx context.Context, s settings, api DockerAPI) (gvisor bool, err error) {
 	info, err := api.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("dockerpool: ask the daemon for its runtimes: %w", err)
+		return false, fmt.Errorf("dockerpool: ask the daemon for its runtimes: %w", err)
+	}
+	if s.HostConfig == nil || s.HostConfig.Runtime == "" {
+		return isGVisor(info.DefaultRuntime), nil
 	}
 	if _, ok := info.Runtimes[s.HostConfig.Runtime]; ok {
-		return nil
+		return isGVisor(s.HostConfig.Runtime), nil
 	}
 	names := make([]string, 0, len(info.Runtimes))
 	for name := range info.Runtimes {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	return fmt.Errorf("%w: %q (the daemon has %s; register it in the daemon's daemon.json \"runtimes\")", ErrRuntimeNotFound, s.HostConfig.Runtime, strings.Join(names, ", "))
+	return false, fmt.Errorf("%w: %q (the daemon has %s; register it in the daemon's daemon.json \"runtimes\")", ErrRuntimeNotFound, s.HostConfig.Runtime, strings.Join(names, ", "))
 }
 
 func prepareNetwork(ctx context.Context, s settings, api DockerAPI) error {
