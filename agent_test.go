@@ -40,7 +40,7 @@ func TestAgentIsCopiedOntoAVolumeOfAReadOnlySandbox(t *testing.T) {
 	is := is.New(t)
 	p := warm(t, dockerpool.Config{
 		MinIdle:         1,
-		HostConfig:      dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
+		HostConfig:      sandboxHost(dockerpool.SandboxOptions{}),
 		ContainerConfig: &container.Config{User: dockerpool.SandboxUser},
 		Agent:           &dockerpool.AgentConfig{Binary: dockerpooltest.Agent(t)},
 	})
@@ -66,7 +66,7 @@ func TestAgentIsCopiedOntoAVolumeOfAReadOnlySandbox(t *testing.T) {
 	is.True(cerrdefs.IsNotFound(err))
 	// A Path in the root cannot become a volume: New says so.
 	_, err = dockerpool.New(bg(t), dockerpooltest.Config(t, dockerpool.Config{
-		HostConfig: dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
+		HostConfig: sandboxHost(dockerpool.SandboxOptions{}),
 		Agent:      &dockerpool.AgentConfig{Binary: dockerpooltest.Agent(t), Path: "/agent"},
 	}))
 	is.True(errors.Is(err, dockerpool.ErrInvalidConfig))

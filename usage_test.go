@@ -71,13 +71,19 @@ func TestUsageOfASleepAndOfAMemoryHog(t *testing.T) {
 	res, err = c.Exec(bg(t), []string{"true"})
 	is.NoErr(err)
 	t.Logf("true: MaxRSS %d KiB", res.Usage.MaxRSS>>10)
-	is.True(res.Usage.MaxRSS > 0 && res.Usage.MaxRSS < 8<<20)
+	small := int64(8 << 20)
+	if underGVisor() {
+		small = 32 << 20 // gVisor's sentry reports about 16 MiB for true
+	}
+	is.True(res.Usage.MaxRSS > 0 && res.Usage.MaxRSS < small)
 	// ExecStream's callers get the same, with an error too.
 	var rep dockerpool.ExecReport
 	_, err = c.ExecStream(bg(t), []string{"sleep", "5"}, nil, nil, dockerpool.ExecOptions{Timeout: 300 * time.Millisecond, Report: &rep})
 	is.True(errors.Is(err, dockerpool.ErrExecTimeout))
 	is.Equal(rep.ExitCode, -1)
-	is.True(rep.Usage.Wall >= 300*time.Millisecond && rep.Usage.Wall < 2*time.Second)
+	// The timeout runs from the call, the wall time from the process's
+	// start: a little under 300ms is right; much less or much more is not.
+	is.True(rep.Usage.Wall >= 200*time.Millisecond && rep.Usage.Wall < 2*time.Second)
 }
 
 func TestUsageMaxFileSizeAndMaxOpenFilesHoldForTheCommand(t *testing.T) {

@@ -1,0 +1,170 @@
+package dockerpool_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/dockerpool/dockerpool"
+	"github.com/dockerpool/dockerpool/dockerpooltest"
+	"github.com/dockerpool/dockerpool/internal/testdaemon"
+)
+
+// gvisorTests are the integration tests that run again under gVisor: the
+// exec paths (Docker exec and the agent), the sandbox preset, files in
+// and out, limits and usage, and the verified reset.
+const gvisorTests = "^(TestExec|TestAgent|TestSandbox|TestFiles|TestUsage|TestReset)"
+
+// gvisorSkipped are the tests of gvisorTests that TestGVisor leaves out.
+const gvisorSkipped = "Gigabyte"
+
+// gvisorEnv marks the child test binary of TestGVisor: its tests run on a
+// daemon whose default runtime is runsc.
+const gvisorEnv = "DOCKERPOOL_TEST_GVISOR"
+
+// underGVisor says whether this test binary is TestGVisor's child.
+func underGVisor() bool { return os.Getenv(gvisorEnv) != "" }
+
+// runscPath finds gVisor's runsc, or skips (fails under CI).
+func runscPath(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("runsc")
+	if err != nil {
+		dockerpooltest.Unavailable(t, "gVisor's runsc is not installed (apt-get install runsc): %v", err)
+	}
+	return path
+}
+
+// TestGVisor runs the exec, sandbox, files, usage and reset tests again on
+// a private daemon whose default runtime is gVisor's runsc, in a test binary
+// of their own (this one, run again with DOCKER_HOST pointing at it), and
+// checks that once the daemon is stopped no process of it is left: no
+// containerd-shim, no runsc-sandbox, no runsc-gofer.
+func TestGVisor(t *testing.T) {
+	if underGVisor() {
+		t.Fatal("TestGVisor ran inside its own child: the -test.run pattern is wrong")
+	}
+	t.Parallel()
+	dockerpooltest.Image(t) // the tests need what the main daemon's tests need
+	runsc := runscPath(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	d, err := testdaemon.Start(ctx, "gvisor", testdaemon.Options{
+		Runtimes:       map[string]testdaemon.Runtime{"runsc": {Path: runsc, Args: []string{"--network=none"}}},
+		DefaultRuntime: "runsc",
+	})
+	if err != nil {
+		t.Fatalf("start a daemon with runsc: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop the gVisor daemon: %v", err)
+		}
+		if left := testdaemon.Naming(d.Dir); len(left) > 0 {
+			t.Errorf("processes of the gVisor daemon outlived it: %v", left)
+		}
+	})
+
+	// The two gigabyte streams are left out: they test memory bounds and
+	// flow control, not the runtime, and take 100s of CPU under gVisor's
+	// ptrace platform (both passed there when run by hand, in 57s and 45s).
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run="+gvisorTests, "-test.skip="+gvisorSkipped, "-test.v", "-test.count=1", "-test.timeout=7m")
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host, gvisorEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 10 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	passed, failed := strings.Count(string(out), "--- PASS"), strings.Count(string(out), "--- FAIL")
+	t.Logf("under gVisor: %d tests passed, %d failed, in %v", passed, failed, time.Since(start).Round(time.Second))
+	if err != nil {
+		t.Fatalf("the tests under gVisor failed: %v\n%s\ndaemon log:\n%s", err, out, d.Log())
+	}
+	if passed == 0 || strings.Contains(string(out), "--- SKIP") {
+		t.Fatalf("under gVisor, tests were skipped or none ran:\n%s", out)
+	}
+}
+
+// TestGVisorRuntimeMissingFromTheDaemonIsAClearError asks the machine's
+// daemon, which has no runsc registered, for the runtime.
+func TestGVisorRuntimeMissingFromTheDaemonIsAClearError(t *testing.T) {
+	t.Parallel()
+	if underGVisor() {
+		return // the daemon has it: the test is for a daemon without
+	}
+	cli := dockerpooltest.Client(t)
+	cfg := dockerpooltest.Config(t, dockerpool.Config{MinIdle: 1, MaxSize: 1,
+		HostConfig: dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{Runtime: "dockerpool-no-such-runtime"})})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := dockerpool.New(ctx, cfg)
+	if err == nil {
+		_ = p.Shutdown(ctx)
+		t.Fatal("New with a runtime the daemon lacks succeeded")
+	}
+	if !errors.Is(err, dockerpool.ErrRuntimeNotFound) || !strings.Contains(err.Error(), "dockerpool-no-such-runtime") || !strings.Contains(err.Error(), "runc") {
+		t.Fatalf("err = %v; want ErrRuntimeNotFound naming the runtime and the daemon's runtimes (runc)", err)
+	}
+	dockerpooltest.AssertClean(t, cli, cfg.Name)
+}
+
+// sandboxHost is SandboxHostConfig for the integration tests: under
+// TestGVisor it asks for runsc, as a user of gVisor would.
+func sandboxHost(opts dockerpool.SandboxOptions) *container.HostConfig {
+	if underGVisor() {
+		opts.Runtime = "runsc"
+	}
+	return dockerpool.SandboxHostConfig(opts)
+}
+
+// processesInside lists the command lines of the processes in c as ps in
+// the container sees them, run as root by a Docker exec of its own (not the
+// pool's). Under gVisor, the daemon's top cannot see them: it asks runsc for
+// the sandbox's PIDs and looks them up in the host's ps, which shows host
+// processes that happen to have the same numbers.
+func processesInside(t *testing.T, c *dockerpool.Container) []string {
+	t.Helper()
+	out := dockerExec(t, c.ID(), "ps", "-o", "args")
+	var procs []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] { // a header first
+		if line = strings.TrimSpace(line); line != "ps -o args" {
+			procs = append(procs, line)
+		}
+	}
+	return procs
+}
+
+// dockerExec runs cmd in container id as root through the Docker API
+// directly, and returns its stdout; it fails the test if cmd fails.
+func dockerExec(t *testing.T, id string, cmd ...string) string {
+	t.Helper()
+	cli := dockerpooltest.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ex, err := cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, User: "0", AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		t.Fatalf("exec %q in %s: %v", cmd, id[:12], err)
+	}
+	att, err := cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		t.Fatalf("attach to %q in %s: %v", cmd, id[:12], err)
+	}
+	defer att.Close()
+	var stdout, stderr bytes.Buffer
+	if _, err := stdcopy.StdCopy(&stdout, &stderr, att.Reader); err != nil {
+		t.Fatalf("read %q in %s: %v", cmd, id[:12], err)
+	}
+	info, err := cli.ContainerExecInspect(ctx, ex.ID)
+	if err != nil || info.ExitCode != 0 {
+		t.Fatalf("%q in %s: exit %d, %v: %s", cmd, id[:12], info.ExitCode, err, stderr.String())
+	}
+	return stdout.String()
+}
