@@ -324,7 +324,7 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.err), false
 	case errors.Is(o.cause, ErrContainerDead):
-		return fmt.Errorf("dockerpool: %s: %w", op.what, o.cause), true
+		return fmt.Errorf("dockerpool: %s: %w", op.what, op.c.whyDead(o.cause)), true
 	case errors.Is(o.cause, ErrOutputLimitExceeded):
 		return fmt.Errorf("%w: %s wrote more than %d bytes", ErrOutputLimitExceeded, op.what, limit), false
 	case errors.Is(o.cause, ErrExecTimeout):
@@ -337,6 +337,27 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.cause), false
 	}
 	return nil, false
+}
+
+// whyDead says why the container died under a running operation: the
+// owner's word (cause), or an OOM kill whose "oom" event or inspect flag
+// came after the "die" (under gVisor the OOM killer takes the whole
+// sandbox), waited for at most oomWait.
+func (c *Container) whyDead(cause error) error {
+	deadline := time.Now().Add(oomWait)
+	for !errors.Is(cause, ErrOutOfMemory) {
+		if c.state.Load()&handleOOM != 0 {
+			return fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory)
+		}
+		if why := c.pool.checkContainer(c.id); errors.Is(why, ErrOutOfMemory) {
+			return why
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // the flags come from the owner, the inspect from Docker: nothing to block on
+	}
+	return cause
 }
 
 // oomWait bounds the wait, after a Docker exec that ended with 137, for the

@@ -191,7 +191,7 @@ func TestIntegrationReturnAboveMaxIdleRemovesWithoutWaitingForAStopTimeout(t *te
 	is.NoErr(p.Return(ctx, b)) // one above MaxIdle: removed
 	took := waitGone(t, b.ID(), 10*time.Second)
 	t.Logf("removed in %v", took)
-	if took > time.Second {
+	if took > 5*time.Second { // Docker's stop timeout is 10s; a forced removal takes well under 1s, more under load
 		t.Fatalf("removal took %v: it must not wait out a stop timeout", took)
 	}
 	eventually(t, func() bool { return p.Stats().RemovedBy[dockerpool.ReasonTrim] >= 1 })
@@ -639,7 +639,10 @@ func TestIntegrationACmdThatExitsAtOnceGivesClearErrorsNotADaemonFailure(t *test
 		case err != nil:
 			is.True(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, dockerpool.ErrCreateFailed))
 		default:
-			<-time.After(300 * time.Millisecond) // let it exit: the case under test
+			eventually(t, func() bool { // let it exit: the case under test
+				info, ok := inspect(t, c.ID())
+				return !ok || !info.State.Running
+			})
 			_, err := c.Exec(bg(t), []string{"true"})
 			t.Logf("exec in a container that exited: %v", err)
 			is.True(errors.Is(err, dockerpool.ErrContainerDead))

@@ -34,7 +34,9 @@ func TestUsageACPUTimeLimitKillsABusyLoopAndSaysWhatItUsed(t *testing.T) {
 	cpu := res.Usage.User + res.Usage.System
 	t.Logf("%v after %v; used %v (user %v, system %v)", err, took, cpu, res.Usage.User, res.Usage.System)
 	is.True(errors.Is(err, dockerpool.ErrCPUTimeExceeded))
-	is.True(took < 1500*time.Millisecond)
+	// The limit ends it, not the timeout: wall time is CPU time on a quiet
+	// machine (about 0.5s), more when the machine is busy.
+	is.True(took < 5*time.Second)
 	is.True(cpu >= 500*time.Millisecond && cpu <= 800*time.Millisecond)
 	is.True(!c.Tainted()) // killed and verified
 }
@@ -50,7 +52,9 @@ func TestUsageACPUTimeLimitHoldsForEveryProcessTogether(t *testing.T) {
 	cpu := res.Usage.User + res.Usage.System
 	t.Logf("%v after %v of wall time; the three used %v together", err, took, cpu)
 	is.True(errors.Is(err, dockerpool.ErrCPUTimeExceeded))
-	is.True(took < 1500*time.Millisecond) // about 0.5s on 2 cores
+	is.True(took < 10*time.Second) // about 0.5s on 2 cores when quiet: the limit ends it, not the timeout
+	// The three together, not each: one limit per process would let them
+	// use about 3s before the last one is killed.
 	is.True(cpu >= time.Second && cpu < 1500*time.Millisecond)
 	is.Equal(len(strays(t, c, "busy-loop")), 0) // all three gone, verified
 }
