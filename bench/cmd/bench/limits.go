@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -27,6 +28,9 @@ func (e *env) runLimits() error {
 	}
 	defer e.closePool(pool)
 	if err := e.waitIdle(pool, 1); err != nil {
+		return err
+	}
+	if err := e.checkLimits(pool); err != nil {
 		return err
 	}
 	rl := dockerpool.ExecOptions{MaxFileSize: 1 << 20, MaxOpenFiles: 64}
@@ -68,6 +72,31 @@ func (e *env) runLimits() error {
 	}
 	none, rlim := e.rep.find("limits.none"), e.rep.find("limits.rlimit")
 	e.rep.addFact(fact{Name: "limits.launcher", Label: "rlimits: p50(limits.rlimit) - p50(limits.none), the launcher's execve", Value: float64(rlim.P50-none.P50) / float64(time.Microsecond), Unit: "µs"})
+	return nil
+}
+
+// checkLimits checks, untimed, that the limits measured hold, so that a
+// limit silently ignored cannot look cheap: the rlimits are what the command
+// sees, and a busy loop past CPUTime is killed with ErrCPUTimeExceeded.
+func (e *env) checkLimits(pool *dockerpool.Pool) error {
+	ctx := e.ctx
+	_, err := e.cycle(pool, func(c *dockerpool.Container) error {
+		res, err := c.ExecStd(ctx, []string{"sh", "-c", "ulimit -n; ulimit -f"}, dockerpool.ExecOptions{MaxFileSize: 1 << 20, MaxOpenFiles: 64})
+		if err != nil {
+			return err
+		}
+		if got := string(res.Stdout); got != "64\n2048\n" {
+			return fmt.Errorf("rlimits seen by the command: %q, want 64 open files and 2048 blocks", got)
+		}
+		_, err = c.ExecStd(ctx, []string{"sh", "-c", "while :; do :; done"}, dockerpool.ExecOptions{CPUTime: 100 * time.Millisecond, Timeout: 20 * time.Second})
+		if !errors.Is(err, dockerpool.ErrCPUTimeExceeded) {
+			return fmt.Errorf("a busy loop with CPUTime 100ms: %v, want ErrCPUTimeExceeded", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("limits check: %w", err)
+	}
 	return nil
 }
 
