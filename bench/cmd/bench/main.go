@@ -83,6 +83,7 @@ type params struct {
 	CopyN     int           `json:"copy_n"`            // files: CopyTo/CopyFrom rounds
 	UTime     time.Duration `json:"untrusted_time"`    // untrusted: length of each pool's run
 	UCallers  int           `json:"untrusted_callers"` // untrusted: callers
+	UDocker   bool          `json:"untrusted_docker"`  // untrusted: the Docker exec path too
 	GVisorN   int           `json:"gvisor_n"`          // gvisor: create+start+remove rounds
 	Runsc     string        `json:"runsc,omitempty"`   // gvisor: runsc binary
 	Image     string        `json:"image"`
@@ -110,6 +111,7 @@ func main() {
 	flag.IntVar(&p.CopyN, "copy-n", 5, "files: CopyTo/CopyFrom rounds, each side")
 	flag.DurationVar(&p.UTime, "untrusted-time", 30*time.Second, "untrusted: how long each of the two pools runs")
 	flag.IntVar(&p.UCallers, "untrusted-callers", 10, "untrusted: callers running at once")
+	flag.BoolVar(&p.UDocker, "untrusted-docker", false, "untrusted: also run the two pools on the Docker exec path")
 	flag.IntVar(&p.GVisorN, "gvisor-n", 20, "gvisor: create+start+remove rounds per runtime (the agent cycles use -n)")
 	flag.StringVar(&p.Runsc, "runsc", "", "gvisor: the runsc binary (default: runsc in PATH)")
 	flag.StringVar(&p.Image, "image", "", "image to run (default: build the busybox image with dockerpooltest.BuildImage)")

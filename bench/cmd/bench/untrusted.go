@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,17 +26,30 @@ const (
 // Return. Two pools on the agent path with the sandbox preset
 // (SandboxHostConfig, User SandboxUser), one after the other (they would
 // share the daemon): MaxUses 1 (a fresh container per run) and
-// VerifiedReset (reuse after a verified reset). Each pool is full (WaitIdle)
+// VerifiedReset (reuse after a verified reset); with -untrusted-docker, the
+// same two on the Docker exec path after them. Each pool is full (WaitIdle)
 // before its run starts, and shut down before the next one is made.
 func (e *env) runUntrusted() error {
 	e.logf("untrusted: %d callers, %v per pool, MinIdle %d MaxIdle %d MaxSize %d", e.p.UCallers, e.p.UTime, untrustedMinIdle, untrustedMaxIdle, untrustedMaxSize)
-	for _, k := range []struct {
-		name, label string
-		single      bool
+	kinds := []struct {
+		name, label   string
+		single, agent bool
 	}{
-		{"untrusted.single", "MaxUses 1", true},
-		{"untrusted.reset", "VerifiedReset", false},
-	} {
+		{"untrusted.single", "MaxUses 1", true, true},
+		{"untrusted.reset", "VerifiedReset", false, true},
+	}
+	if e.p.UDocker {
+		kinds = append(kinds,
+			struct {
+				name, label   string
+				single, agent bool
+			}{"untrusted.docker.single", "Docker exec path, MaxUses 1", true, false},
+			struct {
+				name, label   string
+				single, agent bool
+			}{"untrusted.docker.reset", "Docker exec path, VerifiedReset", false, false})
+	}
+	for _, k := range kinds {
 		cfg := dockerpool.Config{
 			MinIdle: untrustedMinIdle, MaxIdle: untrustedMaxIdle, MaxSize: untrustedMaxSize,
 			HostConfig:      dockerpool.SandboxHostConfig(dockerpool.SandboxOptions{}),
@@ -46,7 +60,7 @@ func (e *env) runUntrusted() error {
 		} else {
 			cfg.VerifiedReset = true
 		}
-		if err := e.untrustedRun(k.name, k.label, cfg); err != nil {
+		if err := e.untrustedRun(k.name, k.label, cfg, k.agent); err != nil {
 			return err
 		}
 	}
@@ -54,8 +68,15 @@ func (e *env) runUntrusted() error {
 }
 
 // untrustedRun runs one pool of runUntrusted and adds its rows.
-func (e *env) untrustedRun(name, label string, cfg dockerpool.Config) error {
-	pool, err := e.newAgentPool(name[len("untrusted."):], cfg)
+func (e *env) untrustedRun(name, label string, cfg dockerpool.Config, agent bool) error {
+	what := strings.ReplaceAll(name, ".", "-")
+	var pool *dockerpool.Pool
+	var err error
+	if agent {
+		pool, err = e.newAgentPool(what, cfg)
+	} else {
+		pool, err = e.newPool(what, cfg)
+	}
 	if err != nil {
 		return err
 	}
@@ -72,6 +93,7 @@ func (e *env) untrustedRun(name, label string, cfg dockerpool.Config) error {
 	ctx, cancel := context.WithTimeout(e.ctx, e.p.UTime)
 	defer cancel()
 	before := pool.Stats()
+	e.logf("untrusted: %s: %d idle, %d total at the start", name, before.Idle, before.Total)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range e.p.UCallers {
@@ -104,6 +126,14 @@ func (e *env) untrustedRun(name, label string, cfg dockerpool.Config) error {
 	e.rep.addFact(fact{Name: name + ".rate", Label: label + ": untrusted runs per second, sustained", Value: float64(len(lat)) / wall.Seconds(), Unit: "runs/s"})
 	e.rep.addFact(fact{Name: name + ".errors", Label: label + ": runs that failed", Value: float64(errs), Unit: "runs"})
 	e.rep.addFact(fact{Name: name + ".created", Label: label + ": containers the pool created during the run", Value: float64(after.Created - before.Created), Unit: "containers"})
+	var removed []string
+	for _, reason := range dockerpool.RemoveReasons() {
+		if n := after.RemovedBy[reason] - before.RemovedBy[reason]; n > 0 {
+			removed = append(removed, fmt.Sprintf("%s %d", reason, n))
+		}
+	}
+	e.rep.addFact(fact{Name: name + ".removed", Label: label + ": containers removed during the run (" + strings.Join(removed, ", ") + ")", Value: float64(after.Removed - before.Removed), Unit: "containers"})
+	e.rep.addFact(fact{Name: name + ".waited", Label: label + ": successful Acquires that found nothing idle (Stats.EmptyAcquireCount)", Value: float64(after.EmptyAcquireCount - before.EmptyAcquireCount), Unit: "of " + fmt.Sprint(after.AcquireCount-before.AcquireCount)})
 	if lastErr != nil {
 		e.rep.notef("%s: %d run(s) failed, the last: %v", name, errs, lastErr)
 	}
@@ -137,10 +167,12 @@ func (e *env) untrustedOnce(ctx context.Context, pool *dockerpool.Pool, in strin
 
 // evaluateUntrusted adds the goal of -mode untrusted.
 func (r *report) evaluateUntrusted() {
-	single, reset := r.findFact("untrusted.single.rate"), r.findFact("untrusted.reset.rate")
-	if single == nil || reset == nil || single.Value == 0 {
-		return
+	for _, path := range []struct{ key, label string }{{"untrusted.", "agent path"}, {"untrusted.docker.", "Docker exec path"}} {
+		single, reset := r.findFact(path.key+"single.rate"), r.findFact(path.key+"reset.rate")
+		if single == nil || reset == nil || single.Value == 0 {
+			continue
+		}
+		v := reset.Value / single.Value
+		r.addGoal(goal{Name: path.key + "reset/single", Label: "untrusted runs/s: VerifiedReset over MaxUses 1, " + path.label, Value: v, Display: fmt.Sprintf("%.2f×", v), Target: "≥ 10", Pass: v >= 10})
 	}
-	v := reset.Value / single.Value
-	r.addGoal(goal{Name: "untrusted", Label: "untrusted runs/s: VerifiedReset over MaxUses 1", Value: v, Display: fmt.Sprintf("%.2f×", v), Target: "≥ 10", Pass: v >= 10})
 }
