@@ -130,11 +130,13 @@ func (e *env) filesSmall(floorID string, sides []*fileSide) error {
 		ops = append(ops, func(record bool) error {
 			t0 := time.Now()
 			err := s.c.WriteFile(ctx, "/data/f1k", data, 0o644)
+			t1 := time.Now()
 			var got []byte
 			if err == nil {
 				got, err = s.c.ReadFile(ctx, "/data/f1k", 4096)
 			}
-			d := time.Since(t0)
+			t2 := time.Now()
+			d := t2.Sub(t0)
 			if err != nil {
 				return fmt.Errorf("files %s: %w", s.name, err)
 			}
@@ -143,6 +145,8 @@ func (e *env) filesSmall(floorID string, sides []*fileSide) error {
 			}
 			if record {
 				small[s.name] = append(small[s.name], d)
+				small[s.name+".write"] = append(small[s.name+".write"], t1.Sub(t0))
+				small[s.name+".read"] = append(small[s.name+".read"], t2.Sub(t1))
 			}
 			return nil
 		})
@@ -155,8 +159,13 @@ func (e *env) filesSmall(floorID string, sides []*fileSide) error {
 		}
 	}
 	e.rep.add(summarize("files.a", "files: bare exec round trip (a), same run", sa))
-	e.rep.add(summarize("files.docker", "files: WriteFile 1 KiB + ReadFile, Docker exec path (layer: archive API)", small["docker"]))
-	e.rep.add(summarize("files.agent", "files: WriteFile 1 KiB + ReadFile, agent path", small["agent"]))
+	for _, s := range []struct{ name, label string }{
+		{"docker", "Docker exec path (layer: archive API)"}, {"agent", "agent path"},
+	} {
+		e.rep.add(summarize("files."+s.name, "files: WriteFile 1 KiB + ReadFile, "+s.label, small[s.name]))
+		e.rep.add(summarize("files."+s.name+".write", "  of which WriteFile", small[s.name+".write"]))
+		e.rep.add(summarize("files."+s.name+".read", "  of which ReadFile", small[s.name+".read"]))
+	}
 	return nil
 }
 
