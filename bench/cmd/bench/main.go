@@ -5,7 +5,7 @@
 //
 // Usage (from the bench module):
 //
-//	go run ./cmd/bench                  # every mode but soak, ~3 minutes
+//	go run ./cmd/bench                  # exec, acquire, burst, core, size: ~3 minutes
 //	go run ./cmd/bench -mode exec -n 400
 //	go run ./cmd/bench -mode soak       # 10,000 acquire/exec/return cycles
 //	go run ./cmd/bench -json > results/run.json
@@ -21,8 +21,15 @@
 //	core      (g) the pool on the in-memory fake Docker against puddle and a
 //	          bare channel round trip
 //	size      MaxSize queueing and MaxUses=1 against reuse
-//	soak      leaks over many cycles (not part of all)
-//	all       every mode but soak
+//	files     WriteFile+ReadFile of 1 KiB on both paths beside (a); CopyTo and
+//	          CopyFrom of a tar against the raw archive API, and into a tmpfs
+//	limits    agent Acquire+Exec+Return with and without ExecOptions limits
+//	untrusted sustained untrusted runs/s: MaxUses 1 against VerifiedReset
+//	gvisor    on a private dockerd with runsc: runc against runsc (needs
+//	          runsc and root)
+//	soak      leaks over many cycles
+//	all       exec, acquire, burst, core, size (not files, limits,
+//	          untrusted, gvisor, soak: run those on their own)
 //
 // Every container carries the label dockerpool.bench=<run id>; pools are
 // named dpbench-<run id>-<what>. Whatever happens (an error, Ctrl-C), the
@@ -58,20 +65,27 @@ import (
 // params are the knobs of a run, from the flags.
 type params struct {
 	Mode      string        `json:"mode"`
-	N         int           `json:"n"`          // exec rounds: (a) and (b) samples each
-	Cold      int           `json:"cold"`       // (c) and (c2) samples each
-	Pairs     int           `json:"pairs"`      // (d) acquire/return pairs
-	CoreTime  time.Duration `json:"core_time"`  // (g) length of one timed window
-	CoreRound int           `json:"core_round"` // (g) windows per contender
-	Burst     int           `json:"burst"`      // (e)/(f) N
-	Trials    int           `json:"trials"`     // (e)/(f) trials
-	Settle    time.Duration `json:"settle"`     // (e)/(f) pause before each burst
-	Gap       time.Duration `json:"gap"`        // (e)/(f) from the end of a burst to the removals
-	Callers   int           `json:"callers"`    // size: callers
-	MaxSize   int           `json:"max_size"`   // size: MaxSize
-	Hold      time.Duration `json:"hold"`       // size: hold time
-	UsesN     int           `json:"uses_n"`     // size: MaxUses comparison rounds
-	Soak      int           `json:"soak"`       // soak cycles
+	N         int           `json:"n"`                 // exec rounds: (a) and (b) samples each
+	Cold      int           `json:"cold"`              // (c) and (c2) samples each
+	Pairs     int           `json:"pairs"`             // (d) acquire/return pairs
+	CoreTime  time.Duration `json:"core_time"`         // (g) length of one timed window
+	CoreRound int           `json:"core_round"`        // (g) windows per contender
+	Burst     int           `json:"burst"`             // (e)/(f) N
+	Trials    int           `json:"trials"`            // (e)/(f) trials
+	Settle    time.Duration `json:"settle"`            // (e)/(f) pause before each burst
+	Gap       time.Duration `json:"gap"`               // (e)/(f) from the end of a burst to the removals
+	Callers   int           `json:"callers"`           // size: callers
+	MaxSize   int           `json:"max_size"`          // size: MaxSize
+	Hold      time.Duration `json:"hold"`              // size: hold time
+	UsesN     int           `json:"uses_n"`            // size: MaxUses comparison rounds
+	Soak      int           `json:"soak"`              // soak cycles
+	TarMiB    int           `json:"tar_mib"`           // files: size of the tar of CopyTo/CopyFrom
+	CopyN     int           `json:"copy_n"`            // files: CopyTo/CopyFrom rounds
+	UTime     time.Duration `json:"untrusted_time"`    // untrusted: length of each pool's run
+	UCallers  int           `json:"untrusted_callers"` // untrusted: callers
+	UDocker   bool          `json:"untrusted_docker"`  // untrusted: the Docker exec path too
+	GVisorN   int           `json:"gvisor_n"`          // gvisor: create+start+remove rounds
+	Runsc     string        `json:"runsc,omitempty"`   // gvisor: runsc binary
 	Image     string        `json:"image"`
 	Plot      string        `json:"-"`
 	JSON      bool          `json:"-"`
@@ -79,7 +93,7 @@ type params struct {
 
 func main() {
 	var p params
-	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|soak")
+	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|files|limits|untrusted|gvisor|soak")
 	flag.IntVar(&p.N, "n", 200, "exec rounds: samples of (a) and (b); the MaxUses comparison runs n/8")
 	flag.IntVar(&p.Cold, "cold", 0, "samples of (c) and (c2); default n/8, at least 10")
 	flag.IntVar(&p.Pairs, "pairs", 20000, "(d) warm Acquire/Return pairs")
@@ -93,6 +107,13 @@ func main() {
 	flag.IntVar(&p.MaxSize, "maxsize", 5, "size: MaxSize")
 	flag.DurationVar(&p.Hold, "hold", 100*time.Millisecond, "size: how long each caller holds its container")
 	flag.IntVar(&p.Soak, "soak", 10000, "soak: acquire/exec/return cycles")
+	flag.IntVar(&p.TarMiB, "tar-mib", 64, "files: size of the tar of CopyTo/CopyFrom, in MiB (4 files of random content)")
+	flag.IntVar(&p.CopyN, "copy-n", 5, "files: CopyTo/CopyFrom rounds, each side")
+	flag.DurationVar(&p.UTime, "untrusted-time", 30*time.Second, "untrusted: how long each of the two pools runs")
+	flag.IntVar(&p.UCallers, "untrusted-callers", 10, "untrusted: callers running at once")
+	flag.BoolVar(&p.UDocker, "untrusted-docker", false, "untrusted: also run the two pools on the Docker exec path")
+	flag.IntVar(&p.GVisorN, "gvisor-n", 20, "gvisor: create+start+remove rounds per runtime (the agent cycles use -n)")
+	flag.StringVar(&p.Runsc, "runsc", "", "gvisor: the runsc binary (default: runsc in PATH)")
 	flag.StringVar(&p.Image, "image", "", "image to run (default: build the busybox image with dockerpooltest.BuildImage)")
 	flag.StringVar(&p.Plot, "plot", "results/latency.png", "write the latency CDF plot of (a), (b), (c), (c2) here (empty: no plot)")
 	flag.BoolVar(&p.JSON, "json", false, "print the report as JSON on stdout (the table goes to stderr)")
@@ -101,7 +122,7 @@ func main() {
 		p.Cold = max(p.N/8, 10)
 	}
 	p.UsesN = max(p.N/8, 10)
-	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "soak"}, p.Mode) {
+	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "files", "limits", "untrusted", "gvisor", "soak"}, p.Mode) {
 		fmt.Fprintf(os.Stderr, "bench: unknown -mode %q\n", p.Mode)
 		os.Exit(2)
 	}
@@ -110,6 +131,11 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// notInAll are the modes that -mode all leaves out: the soak is long, gvisor
+// needs runsc and root, and the others were added after the published run
+// (BENCHMARKS.md) and are run on their own.
+var notInAll = []string{"soak", "files", "limits", "untrusted", "gvisor"}
 
 // env is what every mode shares: the Docker client, the image, the run's ID,
 // the pools to shut down at the end, and the report being built.
@@ -130,6 +156,7 @@ type env struct {
 	rep      report
 
 	agentOnce  sync.Once // the agent image, built on first use
+	agentBin   string    // the dockerpool-agent binary
 	agentImage string
 	agentErr   error
 }
@@ -189,10 +216,14 @@ func run(p params) (err error) {
 		{"burst", e.runLifecycle},
 		{"core", e.runCore},
 		{"size", e.runSize},
+		{"files", e.runFiles},
+		{"limits", e.runLimits},
+		{"untrusted", e.runUntrusted},
+		{"gvisor", e.runGVisor},
 		{"soak", e.runSoak},
 	}
 	for _, m := range modes {
-		selected := p.Mode == m.name || (p.Mode == "all" && m.name != "soak") ||
+		selected := p.Mode == m.name || (p.Mode == "all" && !slices.Contains(notInAll, m.name)) ||
 			(p.Mode == "shutdown" && m.name == "burst")
 		if !selected {
 			continue
@@ -234,11 +265,15 @@ func (e *env) logf(format string, args ...any) {
 
 // poolConfig fills in what every pool of the run shares: a unique name, the
 // image, no network, the bench label, and OnError counting background errors.
+// A HostConfig the mode set is kept, with its network forced to none.
 func (e *env) poolConfig(what string, cfg dockerpool.Config) dockerpool.Config {
 	cfg.Name = "dpbench-" + e.runID + "-" + what
 	cfg.Image.Name = e.image
 	cfg.Network.Name = "none"
-	cfg.HostConfig = &container.HostConfig{NetworkMode: "none"}
+	if cfg.HostConfig == nil {
+		cfg.HostConfig = &container.HostConfig{}
+	}
+	cfg.HostConfig.NetworkMode = "none"
 	cfg.Labels = map[string]string{labelBench: e.runID, labelBench + ".kind": "pool"}
 	cfg.OnError = func(err error) {
 		e.bgErrors.Add(1)
@@ -252,6 +287,17 @@ func (e *env) poolConfig(what string, cfg dockerpool.Config) dockerpool.Config {
 // newAgentPool starts a pool on the agent path: it builds dockerpool-agent
 // (once per run) and the busybox image with the agent in it.
 func (e *env) newAgentPool(what string, cfg dockerpool.Config) (*dockerpool.Pool, error) {
+	if err := e.ensureAgent(); err != nil {
+		return nil, err
+	}
+	cfg.Agent = &dockerpool.AgentConfig{}
+	p, err := e.newPoolImage(what, cfg, e.agentImage)
+	return p, err
+}
+
+// ensureAgent builds dockerpool-agent and the agent image on the run's
+// daemon, once per run.
+func (e *env) ensureAgent() error {
 	e.agentOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "dpbench-agent-")
 		if err != nil {
@@ -265,14 +311,13 @@ func (e *env) newAgentPool(what string, cfg dockerpool.Config) (*dockerpool.Pool
 			e.agentErr = err
 			return
 		}
+		e.agentBin = bin
 		e.agentImage, e.agentErr = dockerpooltest.AgentImage(ctx, e.cli, bin, dockerpooltest.ImageOptions{})
 	})
 	if e.agentErr != nil {
-		return nil, fmt.Errorf("agent image: %w", e.agentErr)
+		return fmt.Errorf("agent image: %w", e.agentErr)
 	}
-	cfg.Agent = &dockerpool.AgentConfig{}
-	p, err := e.newPoolImage(what, cfg, e.agentImage)
-	return p, err
+	return nil
 }
 
 // newPool starts a real-daemon pool and registers it for the final cleanup.

@@ -191,6 +191,20 @@ func (r *report) evaluate() {
 		v := ratio(u1.P50, ur.P50)
 		r.addGoal(goal{Name: "uses", Label: "MaxUses=1 over reuse, Acquire+Exec+Return p50", Value: v, Display: x(v)})
 	}
+	r.evaluateFiles()
+	r.evaluateLimits()
+	r.evaluateUntrusted()
+	r.evaluateGVisor()
+}
+
+// findFact returns the fact of that name, or nil.
+func (r *report) findFact(name string) *fact {
+	for i := range r.Facts {
+		if r.Facts[i].Name == name {
+			return &r.Facts[i]
+		}
+	}
+	return nil
 }
 
 // printTable writes the human-readable report.
