@@ -93,7 +93,7 @@ type params struct {
 
 func main() {
 	var p params
-	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|files|limits|untrusted|gvisor|soak")
+	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|files|limits|untrusted|gvisor|terminal|soak")
 	flag.IntVar(&p.N, "n", 200, "exec rounds: samples of (a) and (b); the MaxUses comparison runs n/8")
 	flag.IntVar(&p.Cold, "cold", 0, "samples of (c) and (c2); default n/8, at least 10")
 	flag.IntVar(&p.Pairs, "pairs", 20000, "(d) warm Acquire/Return pairs")
@@ -122,7 +122,7 @@ func main() {
 		p.Cold = max(p.N/8, 10)
 	}
 	p.UsesN = max(p.N/8, 10)
-	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "files", "limits", "untrusted", "gvisor", "soak"}, p.Mode) {
+	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "files", "limits", "untrusted", "gvisor", "terminal", "soak"}, p.Mode) {
 		fmt.Fprintf(os.Stderr, "bench: unknown -mode %q\n", p.Mode)
 		os.Exit(2)
 	}
@@ -135,7 +135,7 @@ func main() {
 // notInAll are the modes that -mode all leaves out: the soak is long, gvisor
 // needs runsc and root, and the others were added after the published run
 // (BENCHMARKS.md) and are run on their own.
-var notInAll = []string{"soak", "files", "limits", "untrusted", "gvisor"}
+var notInAll = []string{"soak", "files", "limits", "untrusted", "gvisor", "terminal"}
 
 // env is what every mode shares: the Docker client, the image, the run's ID,
 // the pools to shut down at the end, and the report being built.
@@ -220,6 +220,7 @@ func run(p params) (err error) {
 		{"limits", e.runLimits},
 		{"untrusted", e.runUntrusted},
 		{"gvisor", e.runGVisor},
+		{"terminal", e.runTerminal},
 		{"soak", e.runSoak},
 	}
 	for _, m := range modes {
