@@ -67,17 +67,15 @@ func (dockerRunner) reset(ctx context.Context, c *Container, op *operation) erro
 	if err != nil {
 		return unverifiedError{left: []string{err.Error()}}
 	}
-	if left := mt.unlistable(); left != nil {
-		return unverifiedError{left: left}
-	}
+	unlisted := mt.unlistable() // reported with what clean.sh finds
 	var out bytes.Buffer
 	args := append([]string{"/bin/sh", "-c", cleanScript, "dockerpool-clean"}, mt.writablePlaces()...)
 	code, stderr, o := runHelper(ctx, c, op, args, nil, &out, 64<<10)
 	switch {
 	case o.err != nil || o.cause != nil:
-		return unverifiedError{left: []string{fmt.Sprintf("clean: %v %v", o.err, o.cause)}}
+		return unverifiedError{left: append(unlisted, fmt.Sprintf("clean: %v %v", o.err, o.cause))}
 	case code != 0:
-		var left []string
+		left := unlisted
 		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
 			left = append(left, strings.TrimPrefix(line, "left: "))
 		}
@@ -85,6 +83,8 @@ func (dockerRunner) reset(ctx context.Context, c *Container, op *operation) erro
 			left = append(left, stderr)
 		}
 		return unverifiedError{left: left}
+	case unlisted != nil:
+		return unverifiedError{left: unlisted}
 	}
 	return nil
 }
