@@ -188,7 +188,7 @@ func (t *telemetry) instruments(m metric.Meter) error {
 	}
 	t.containers = gauge("dockerpool.containers", "{container}", "Containers of the pool, by state (idle, in_use, creating, removing, checking).")
 	t.waiters = gauge("dockerpool.waiters", "{caller}", "Acquire calls waiting for a container.")
-	t.healthy = gauge("dockerpool.daemon.healthy", "1", "1 while Docker answers, 0 while its calls fail.")
+	t.healthy = gauge("dockerpool.daemon.healthy", "", "1 while Docker answers, 0 while its calls fail.")
 	t.creations = counter("dockerpool.container.creations", "{container}", "Containers created and started.")
 	t.creationErrors = counter("dockerpool.container.creation.errors", "{error}", "Creations that failed.")
 	t.removals = counter("dockerpool.container.removals", "{container}", "Containers removed, by reason.")
