@@ -26,7 +26,7 @@ import (
 func Key(name string, attrs attribute.Set) string {
 	var kv []string
 	for _, a := range attrs.ToSlice() {
-		kv = append(kv, fmt.Sprintf("%s=%s", a.Key, a.Value.Emit()))
+		kv = append(kv, fmt.Sprintf("%s=%s", a.Key, a.Value.String()))
 	}
 	sort.Strings(kv)
 	return name + "{" + strings.Join(kv, ",") + "}"
@@ -284,7 +284,7 @@ func (s *Span) Text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s ", s.Name)
 	for _, a := range s.Attrs {
-		fmt.Fprintf(&b, "%s=%s ", a.Key, a.Value.Emit())
+		fmt.Fprintf(&b, "%s=%s ", a.Key, a.Value.String())
 	}
 	fmt.Fprintf(&b, "%s %s %s", strings.Join(s.Events, " "), s.Status, s.Description)
 	return b.String()
@@ -324,7 +324,7 @@ func (s *Span) event(name string, attrs []attribute.KeyValue) {
 	defer s.mu.Unlock()
 	e := name
 	for _, a := range attrs {
-		e += fmt.Sprintf(" %s=%s", a.Key, a.Value.Emit())
+		e += fmt.Sprintf(" %s=%s", a.Key, a.Value.String())
 	}
 	s.Events = append(s.Events, e)
 }
