@@ -150,7 +150,7 @@ func TestFrameEndsACommandWhenTheContainerDiesUnderIt(t *testing.T) {
 	started := make(chan struct{})
 	f, c := scripted(t, func(ctx context.Context, _ *execSpec) outcome {
 		close(started)
-		<-ctx.Done() // streams that never close: only the op's ctx ends this
+		<-ctx.Done()                              // streams that never close: only the op's ctx ends this
 		return outcome{cause: context.Cause(ctx)} // as the runners report a cancelled op
 	})
 	done := make(chan error, 1)
