@@ -111,33 +111,34 @@ func TestSDKRecordsThePoolsSpansAndMetricsWithoutSecrets(t *testing.T) {
 }
 
 // BenchmarkSDKAcquireReturnFake is the root module's warm cycle (with and
-// without an Exec)
-// with the SDK recording every metric and span (a ManualReader nobody
-// reads, and a SpanRecorder, reset as it fills), against its cost with the
-// global providers and nothing installed.
+// without an Exec) with the SDK recording (sdk/metric with a ManualReader
+// nobody reads; sdk/trace with a SpanRecorder, reset as it fills), against
+// the global providers with nothing installed: telemetry none, metrics
+// only, metrics and traces.
 func BenchmarkSDKAcquireReturnFake(b *testing.B) {
-	for _, c := range []struct {
-		exec, sdk bool
-	}{{false, false}, {false, true}, {true, false}, {true, true}} {
-		exec, sdk := c.exec, c.sdk
-		b.Run(fmt.Sprintf("exec=%v/sdk=%v", exec, sdk), func(b *testing.B) {
-			cfg := dockerpool.Config{
-				Name: "bench", Network: dockerpool.NetworkConfig{Name: "none"},
-				Image: dockerpool.ImageConfig{Name: "busybox:bench"}, MinIdle: 1, MaxIdle: 2,
-				Client: fakedocker.New("busybox:bench"), OnError: func(error) {},
-			}
-			spans := tracetest.NewSpanRecorder()
-			if sdk {
-				cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-				cfg.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-			}
-			n := 0
-			benchCycle(b, cfg, exec, func() {
-				if n++; n%1000 == 0 {
-					spans.Reset() // the recorder would grow without bound
+	for _, exec := range []bool{false, true} {
+		for _, mode := range []string{"none", "metrics", "metrics+traces"} {
+			b.Run(fmt.Sprintf("exec=%v/sdk=%s", exec, mode), func(b *testing.B) {
+				cfg := dockerpool.Config{
+					Name: "bench", Network: dockerpool.NetworkConfig{Name: "none"},
+					Image: dockerpool.ImageConfig{Name: "busybox:bench"}, MinIdle: 1, MaxIdle: 2,
+					Client: fakedocker.New("busybox:bench"), OnError: func(error) {},
 				}
+				spans := tracetest.NewSpanRecorder()
+				if mode != "none" {
+					cfg.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+				}
+				if mode == "metrics+traces" {
+					cfg.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+				}
+				n := 0
+				benchCycle(b, cfg, exec, func() {
+					if n++; n%1000 == 0 {
+						spans.Reset() // the recorder would grow without bound
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
