@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -169,5 +170,45 @@ func benchCycle(b *testing.B, cfg dockerpool.Config, exec bool, each func()) {
 			b.Fatal(err)
 		}
 		each()
+	}
+}
+
+// A pool made before the program installs its TracerProvider traces once
+// it does: the global placeholder forwards to it, and the pool stops
+// skipping spans as soon as otel.GetTracerProvider returns another provider.
+func TestSDKGlobalTracerProviderInstalledAfterNew(t *testing.T) {
+	ctx := context.Background()
+	pool, err := dockerpool.New(ctx, dockerpool.Config{
+		Name: "late", Network: dockerpool.NetworkConfig{Name: "none"},
+		Image: dockerpool.ImageConfig{Name: "busybox:late"}, MinIdle: 1,
+		Client: fakedocker.New("busybox:late"), OnError: func(error) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Shutdown(ctx)
+	cycle := func() {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.Return(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // nothing installed: nothing to record into
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	defer tp.Shutdown(ctx)
+	otel.SetTracerProvider(tp)
+	cycle()
+	var acquires int
+	for _, s := range spans.Ended() {
+		if s.Name() == "dockerpool.Acquire" {
+			acquires++
+		}
+	}
+	if acquires != 1 {
+		t.Fatalf("%d Acquire spans after the provider was installed, want 1", acquires)
 	}
 }
