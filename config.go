@@ -11,6 +11,8 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/container"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Defaults applied by New to zero-valued Config fields.
@@ -146,6 +148,18 @@ type Config struct {
 	// container's main process, instead of Docker exec: about a millisecond
 	// per command instead of tens. Cmd is then ignored. See AgentConfig.
 	Agent *AgentConfig
+
+	// MeterProvider receives the pool's metrics (see the README's
+	// Monitoring section for the names). Default: OpenTelemetry's global
+	// provider, otel.GetMeterProvider(), so a program that installed one
+	// gets the metrics with no code, and one that did not pays next to
+	// nothing.
+	MeterProvider metric.MeterProvider
+	// TracerProvider receives the pool's spans: Acquire, Exec, file
+	// transfers, and the creation, removal and reset of containers. A
+	// span names a command's program only, never its arguments,
+	// environment or stdin. Default: OpenTelemetry's global provider.
+	TracerProvider trace.TracerProvider
 }
 
 // NetworkConfig says which network the containers join.

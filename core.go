@@ -189,6 +189,7 @@ type grant struct {
 	id       string
 	lease    uint64
 	needMark bool // the container does not carry the used mark yet
+	waited   bool // nothing was idle: the caller waited (a warm miss)
 }
 
 type refusal struct {
@@ -306,7 +307,7 @@ func (c *core) lease(s *slot, reply chan acquireReply, start, now time.Time, wai
 	if waited {
 		c.st.EmptyAcquireCount++
 	}
-	c.fx.grants = append(c.fx.grants, grant{reply: reply, id: s.id, lease: s.lease, needMark: !s.marked})
+	c.fx.grants = append(c.fx.grants, grant{reply: reply, id: s.id, lease: s.lease, needMark: !s.marked, waited: waited})
 }
 
 // endLease ends the current hand-out of s: its handle is dead from now on.

@@ -47,6 +47,16 @@
 // or Config.MaxUses = 1 (every caller gets a container nobody used, at the
 // price of a creation per caller).
 //
+// # Monitoring
+//
+// The pool reports OpenTelemetry metrics (containers by state, waiters, warm
+// hits and misses, creations, removals by reason, and the times of Acquire,
+// Exec, file transfers, creation, removal and reset) and spans, to
+// Config.MeterProvider and Config.TracerProvider, by default OpenTelemetry's
+// global providers. A span names a command's program, never its arguments,
+// environment or stdin. The README's Monitoring section lists the metrics and
+// what to alert on.
+//
 // # How it works
 //
 // One goroutine, the owner, holds all of the pool's state: the idle stack,

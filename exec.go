@@ -158,6 +158,15 @@ func (c *Container) ExecStream(ctx context.Context, cmd []string, stdout, stderr
 	if err := checkExecOptions(opts, c.runner); err != nil {
 		return -1, err
 	}
+	tel := c.pool.tel
+	ctx, m := tel.beginExec(ctx, c, cmd[0])
+	code, err := c.execStream(ctx, cmd, stdout, stderr, opts)
+	m.end(ctx, tel.execTime, tel.execOptsOf(c), err)
+	return code, err
+}
+
+// execStream is ExecStream's frame, inside its span.
+func (c *Container) execStream(ctx context.Context, cmd []string, stdout, stderr io.Writer, opts ExecOptions) (int, error) {
 	op, err := c.begin(ctx, fmt.Sprintf("exec %q", cmd[0]), opts.Timeout)
 	if err != nil {
 		return -1, err

@@ -112,13 +112,16 @@ func (c *Container) transfer(ctx context.Context, verb string, t *transferSpec, 
 		return fmt.Errorf("dockerpool: %s %q in container %s: %w", verb, t.path, shortID(c.id), err)
 	}
 	t.path = clean
+	tel := c.pool.tel
+	ctx, m, o := tel.beginTransfer(ctx, c, verb)
 	op, err := c.begin(ctx, fmt.Sprintf("%s %q", verb, clean), 0)
-	if err != nil {
-		return err
+	if err == nil {
+		t.op = op
+		err = op.finish(do(c.runner, op.ctx, c, t), 0)
+		op.end()
 	}
-	defer op.end()
-	t.op = op
-	return op.finish(do(c.runner, op.ctx, c, t), 0)
+	m.end(ctx, tel.transferTime, o, err)
+	return err
 }
 
 // cleanPath checks that p is an absolute path, and cleans it.

@@ -171,6 +171,10 @@ func bareTestPool() *Pool {
 	}
 	p.acquireReplies.New = func() any { return make(chan acquireReply, 1) }
 	p.releaseReplies.New = func() any { return make(chan error, 1) }
+	var err error
+	if p.tel, err = newTelemetry(settings{Config: Config{Name: "bare"}}); err != nil {
+		panic(err)
+	}
 	return p
 }
 

@@ -27,8 +27,9 @@ type acquireReq struct {
 }
 
 type acquireReply struct {
-	c   *Container
-	err error
+	c      *Container
+	err    error
+	waited bool // a warm miss, for the metrics
 }
 
 // releaseReq hands a leased container back: to the idle stack (Return) or to

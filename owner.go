@@ -101,7 +101,7 @@ func (o *owner) carryOut(fx *effects) {
 	for _, g := range fx.grants {
 		h := newHandle(o.pool, g.id, g.lease, g.needMark, o.sessions[g.id])
 		o.handles[g.lease] = h
-		g.reply <- acquireReply{c: h}
+		g.reply <- acquireReply{c: h, waited: g.waited}
 	}
 	for _, r := range fx.refused {
 		r.reply <- acquireReply{err: r.err}

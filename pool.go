@@ -59,6 +59,8 @@ type Pool struct {
 	// back only after its caller received it. A channel whose caller gave
 	// up (the owner may still answer on it, or read it back) is never
 	// reused.
+	tel *telemetry // OpenTelemetry's instruments
+
 	acquireReplies sync.Pool // of chan acquireReply
 	releaseReplies sync.Pool // of chan error
 
@@ -78,32 +80,40 @@ type Pool struct {
 // ErrDaemonUnavailable at once.
 func (p *Pool) Acquire(ctx context.Context) (*Container, error) {
 	p.assertNotOwner()
+	ctx, m := p.tel.begin(ctx, "dockerpool.Acquire", p.tel.acquireTime)
+	r := p.acquire(ctx)
+	p.tel.acquired(ctx, m, r.c, r.waited, r.err)
+	return r.c, r.err
+}
+
+// acquire is Acquire's round trip to the owner.
+func (p *Pool) acquire(ctx context.Context) acquireReply {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("dockerpool: acquire: %w", err)
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", err)}
 	}
 	req := acquireReq{reply: p.acquireReplies.Get().(chan acquireReply)}
 	select {
 	case p.acquireCh <- req:
 	case <-p.closing:
 		p.acquireReplies.Put(req.reply)
-		return nil, ErrPoolShutdown
+		return acquireReply{err: ErrPoolShutdown}
 	case <-ctx.Done():
 		p.acquireReplies.Put(req.reply)
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}
 	}
 	select {
 	case r := <-req.reply:
 		p.acquireReplies.Put(req.reply) // answered once, now empty: reusable
-		return r.c, r.err
+		return r
 	case <-ctx.Done():
 		// The owner takes back a container it may have sent meanwhile.
 		select {
 		case p.ctrlCh <- cancelReq(req):
 		case <-p.done:
 		}
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}
 	case <-p.done:
-		return nil, ErrPoolShutdown
+		return acquireReply{err: ErrPoolShutdown}
 	}
 }
 
@@ -167,6 +177,7 @@ func (p *Pool) release(c *Container, remove bool) error {
 // for the same end.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	p.assertNotOwner()
+	defer p.tel.stop() // once done is closed: its callback may wait for the owner until then
 	select {
 	case p.ctrlCh <- shutdownReq{}:
 	case <-p.done:

@@ -96,6 +96,9 @@ func start(ctx context.Context, s settings, api DockerAPI) (*Pool, error) {
 	adopted := make(chan struct{})
 	p.ctrlCh <- adoptReq{found: found, reply: adopted}
 	<-adopted
+	if err := p.tel.observe(p); err != nil {
+		p.notify(err)
+	}
 	return p, nil
 }
 
@@ -120,8 +123,11 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 	p.acquireReplies.New = func() any { return make(chan acquireReply, 1) }
 	p.releaseReplies.New = func() any { return make(chan error, 1) }
 	p.spec = buildSpec(s, imageID, p.instance)
+	var err error
+	if p.tel, err = newTelemetry(s); err != nil {
+		return nil, err
+	}
 	if s.agent != nil && s.agent.Binary != "" {
-		var err error
 		if p.agentTar, err = agentTar(s.agent.Binary, s.agent.Path); err != nil {
 			return nil, err
 		}

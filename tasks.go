@@ -80,15 +80,20 @@ func (finalizeTask) kind() taskKind  { return taskFinalize }
 func (reconcileTask) kind() taskKind { return taskReconcile }
 
 func (t createTask) run(p *Pool, _ *agentConn) message {
+	m := p.tel.beginTask("dockerpool.container.create", "", p.tel.createTime)
 	id, agent, err := p.createContainer()
+	m.end(p.baseCtx, p.tel.createTime, &p.tel.createOpts, err)
 	return createdMsg{task: t, id: id, agent: agent, err: err}
 }
 
 func (t removeTask) run(p *Pool, agent *agentConn) message {
+	m := p.tel.beginTask("dockerpool.container.remove", t.id, p.tel.removeTime, keyReason.String(t.reason.String()))
 	agent.close()
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
 	defer cancel()
-	return removedMsg{task: t, err: p.removeContainer(ctx, t.id)}
+	err := p.removeContainer(ctx, t.id)
+	m.end(ctx, p.tel.removeTime, &p.tel.removeOpts, err)
+	return removedMsg{task: t, err: err}
 }
 
 func (t checkTask) run(p *Pool, _ *agentConn) message {
@@ -96,7 +101,10 @@ func (t checkTask) run(p *Pool, _ *agentConn) message {
 }
 
 func (t resetTask) run(p *Pool, agent *agentConn) message {
-	return resetMsg{task: t, err: p.resetContainer(t.id, t.marked, agent)}
+	m := p.tel.beginTask("dockerpool.container.reset", t.id, p.tel.resetTime)
+	err := p.resetContainer(t.id, t.marked, agent)
+	m.end(p.baseCtx, p.tel.resetTime, &p.tel.resetOpts, err)
+	return resetMsg{task: t, err: err}
 }
 
 func (probeTask) run(p *Pool, _ *agentConn) message {
