@@ -22,7 +22,8 @@ import (
 func TestTelemetryMetricsAndSpansAgreeWithStats(t *testing.T) {
 	is := is.New(t)
 	rec := oteltest.New()
-	p := startFake(t, fakedocker.New(fakeImage), Config{
+	f := fakedocker.New(fakeImage)
+	p := startFake(t, f, Config{
 		Name: "otel", MinIdle: 1, MaxIdle: 1,
 		MeterProvider: rec, TracerProvider: rec.Tracers(),
 	})
@@ -32,12 +33,47 @@ func TestTelemetryMetricsAndSpansAgreeWithStats(t *testing.T) {
 
 	// The caller's span is the parent of the pool's.
 	parentCtx, parent := rec.Tracers().Tracer("test").Start(ctx, "caller")
+	// One warm hit, then a miss for certain: the refill's creation waits
+	// until the second Acquire waits. The third is either.
+	gate := make(chan struct{})
+	f.SetHook(func(ctx context.Context, op fakedocker.Op, _ string) error {
+		if op == fakedocker.OpCreate {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
 	var held []*Container
-	for range 3 { // one warm hit at least, then misses: one container is idle at most
+	c, err := p.Acquire(parentCtx)
+	is.NoErr(err)
+	held = append(held, c)
+	second := make(chan *Container, 1)
+	go func() {
 		c, err := p.Acquire(parentCtx)
-		is.NoErr(err)
-		held = append(held, c)
+		if err != nil {
+			t.Error(err)
+		}
+		second <- c
+	}()
+	for deadline := time.Now().Add(10 * time.Second); p.Stats().Waiting == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second Acquire did not wait within 10s")
+		}
 	}
+	close(gate)
+	select {
+	case c := <-second:
+		is.True(c != nil)
+		held = append(held, c)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second Acquire did not end within 10s of the creation")
+	}
+	c, err = p.Acquire(parentCtx)
+	is.NoErr(err)
+	held = append(held, c)
 	res, err := held[0].Exec(parentCtx, []string{"echo", "hi"})
 	is.NoErr(err)
 	is.Equal(string(res.Stdout), "hi\n")
