@@ -195,6 +195,7 @@ type settings struct {
 	Config
 	pullPolicy PullPolicy
 	agent      *AgentConfig // a copy with defaults, or nil
+	member     *memberLink  // set when the pool is a Group's member
 }
 
 // resolve validates cfg and applies the defaults.
@@ -319,6 +320,7 @@ func (s settings) limits(resetCleans bool) limits {
 		agent:          s.agent != nil,
 		hasReset:       s.OnReturn != nil || s.CheckOnReturn || s.VerifiedReset || (s.agent != nil && s.agent.ResetOnReturn),
 		resetCleans:    resetCleans,
+		budgeted:       s.member != nil,
 	}
 }
 
