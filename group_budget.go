@@ -180,7 +180,10 @@ func (b *budgetCore) decide() {
 		case coming > 0:
 			coming-- // an eviction on its way frees room for this one
 		default:
-			v := b.victim(u.m, false)
+			v := b.victim(u.m, true) // idle above its template's target first...
+			if v == nil {
+				v = b.victim(u.m, false) // ...then any
+			}
 			if v == nil {
 				if debugChecks {
 					b.check()

@@ -22,6 +22,9 @@
 //	          bare channel round trip
 //	size      MaxSize queueing and MaxUses=1 against reuse
 //	soak      leaks over many cycles (not part of all)
+//	group     a Group of templates against independent pools on a shifting
+//	          trace, on the fake daemon with -g-create per creation (or
+//	          -g-real); -phase sets how long a template stays hot (not part of all)
 //	all       every mode but soak
 //
 // Every container carries the label dockerpool.bench=<run id>; pools are
@@ -73,13 +76,14 @@ type params struct {
 	UsesN     int           `json:"uses_n"`     // size: MaxUses comparison rounds
 	Soak      int           `json:"soak"`       // soak cycles
 	Image     string        `json:"image"`
+	Group     groupParams   `json:"-"`
 	Plot      string        `json:"-"`
 	JSON      bool          `json:"-"`
 }
 
 func main() {
 	var p params
-	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|soak")
+	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|soak|group")
 	flag.IntVar(&p.N, "n", 200, "exec rounds: samples of (a) and (b); the MaxUses comparison runs n/8")
 	flag.IntVar(&p.Cold, "cold", 0, "samples of (c) and (c2); default n/8, at least 10")
 	flag.IntVar(&p.Pairs, "pairs", 20000, "(d) warm Acquire/Return pairs")
@@ -96,12 +100,22 @@ func main() {
 	flag.StringVar(&p.Image, "image", "", "image to run (default: build the busybox image with dockerpooltest.BuildImage)")
 	flag.StringVar(&p.Plot, "plot", "results/latency.png", "write the latency CDF plot of (a), (b), (c), (c2) here (empty: no plot)")
 	flag.BoolVar(&p.JSON, "json", false, "print the report as JSON on stdout (the table goes to stderr)")
+	flag.IntVar(&p.Group.Ops, "g-ops", 3000, "group: Acquire+Exec+Return operations of the trace")
+	flag.IntVar(&p.Group.Templates, "g-templates", 8, "group: templates")
+	flag.IntVar(&p.Group.MaxSize, "g-maxsize", 16, "group: MaxSize of the group (independent pools get MaxSize/templates each)")
+	flag.IntVar(&p.Group.MaxIdle, "g-maxidle", 8, "group: MaxIdle of each template in the group")
+	flag.DurationVar(&p.Group.Phase, "phase", 30*time.Second, "group: how long one template stays the hot one")
+	flag.Float64Var(&p.Group.Rate, "g-rate", 10, "group: arrivals per second (Poisson)")
+	flag.DurationVar(&p.Group.Hold, "g-hold", 500*time.Millisecond, "group: how long a caller keeps its container after the Exec")
+	flag.DurationVar(&p.Group.CreateDelay, "g-create", 200*time.Millisecond, "group: creation time of the fake daemon")
+	flag.Float64Var(&p.Group.Zipf, "g-zipf", 1.1, "group: Zipf exponent of the templates' popularity")
+	flag.BoolVar(&p.Group.Real, "g-real", false, "group: run the trace on the real daemon instead of the fake")
 	flag.Parse()
 	if p.Cold == 0 {
 		p.Cold = max(p.N/8, 10)
 	}
 	p.UsesN = max(p.N/8, 10)
-	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "soak"}, p.Mode) {
+	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "soak", "group"}, p.Mode) {
 		fmt.Fprintf(os.Stderr, "bench: unknown -mode %q\n", p.Mode)
 		os.Exit(2)
 	}
@@ -190,9 +204,10 @@ func run(p params) (err error) {
 		{"core", e.runCore},
 		{"size", e.runSize},
 		{"soak", e.runSoak},
+		{"group", e.runGroup},
 	}
 	for _, m := range modes {
-		selected := p.Mode == m.name || (p.Mode == "all" && m.name != "soak") ||
+		selected := p.Mode == m.name || (p.Mode == "all" && m.name != "soak" && m.name != "group") ||
 			(p.Mode == "shutdown" && m.name == "burst")
 		if !selected {
 			continue
