@@ -145,8 +145,8 @@ func TestGroupUpdateNeverHandsOutTheOldConfigurationAfterItReturns(t *testing.T)
 			is.NoErr(g.Return(ctx, c))
 		}
 		_, err = old.Exec(ctx, []string{"true"})
-		is.NoErr(err) // a leased one goes on working
-		is.NoErr(g.Return(ctx, old))                         // and is removed
+		is.NoErr(err)                // a leased one goes on working
+		is.NoErr(g.Return(ctx, old)) // and is removed
 		synctest.Wait()
 		select {
 		case <-oldPool.done:
