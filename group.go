@@ -53,11 +53,11 @@ type GroupConfig struct {
 	// StaticWarmth turns adaptive warmth off: each template keeps its
 	// MinIdle warm, and containers returned stay idle up to MaxIdle.
 	StaticWarmth bool
-	// KeepGoing makes NewGroup (and AddTemplate) leave out a template that
-	// cannot start (its image is missing, its network...) instead of
-	// failing: Acquire for it returns ErrTemplateUnavailable wrapping the
-	// cause, and Unavailable lists them. By default NewGroup fails with an
-	// error naming the template, and nothing is left running.
+	// KeepGoing makes NewGroup leave out a template that cannot start (its
+	// image is missing, its network...) instead of failing: Acquire for it
+	// returns ErrTemplateUnavailable wrapping the cause, Unavailable lists
+	// them, and Update can bring one in later. By default NewGroup fails
+	// with an error naming the template, and nothing is left running.
 	KeepGoing bool
 }
 

@@ -208,6 +208,12 @@ func TestGroupTemplateWithAMissingImage(t *testing.T) {
 		c, err = g.Acquire(ctx, "ok") // the old configuration stays
 		is.NoErr(err)
 		is.NoErr(g.Return(ctx, c))
+		// Update brings a template that could not start in.
+		is.NoErr(g.Update(ctx, "absent", testConfig(Config{Name: "g-absent", Client: f, MinIdle: 1})))
+		is.Equal(len(g.Unavailable()), 0)
+		c, err = g.Acquire(ctx, "absent")
+		is.NoErr(err)
+		is.NoErr(g.Return(ctx, c))
 		shutdownGroup(t, g)
 	})
 }

@@ -137,7 +137,7 @@ func (r joinReq) handle(g *Group, _ time.Time) bool {
 	case set.closed:
 		r.reply <- ErrPoolShutdown
 		return false
-	case r.replace && old == nil:
+	case r.replace && old == nil && set.broken[r.m.template] == nil:
 		r.reply <- fmt.Errorf("%w %q (the group has %s)", ErrUnknownTemplate, r.m.template, set.names())
 		return false
 	case !r.replace && old != nil:
@@ -215,7 +215,8 @@ func ask[T any](g *Group, r groupReq, reply chan T) (T, error) {
 // when they come back. Once Update returns, no container of the old
 // configuration is handed out. If the new pool cannot start (its image is
 // missing...), Update returns the error, naming the template, and the old
-// configuration stays in force.
+// configuration stays in force. Update also repairs a template that could
+// not start at NewGroup (KeepGoing).
 func (g *Group) Update(ctx context.Context, template string, cfg Config) error {
 	if _, err := g.set.Load().lookup(template); err != nil && !errors.Is(err, ErrTemplateUnavailable) {
 		return err
@@ -223,9 +224,9 @@ func (g *Group) Update(ctx context.Context, template string, cfg Config) error {
 	return g.add(ctx, template, cfg, true)
 }
 
-// AddTemplate adds a template to the running group. It fails if the name
-// is taken or its pool cannot start; with KeepGoing a template that cannot
-// start is recorded as unavailable instead.
+// AddTemplate adds a template to the running group. It fails, naming the
+// template, if the name is taken or its pool cannot start (KeepGoing or
+// not), and the group is unchanged.
 func (g *Group) AddTemplate(ctx context.Context, template string, cfg Config) error {
 	return g.add(ctx, template, cfg, false)
 }
