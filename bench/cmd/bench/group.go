@@ -31,6 +31,7 @@ type groupParams struct {
 	CreateDelay time.Duration `json:"create_delay"`
 	Zipf        float64       `json:"zipf"`
 	Real        bool          `json:"real"` // the real daemon instead of the fake (no create delay added)
+	Only        string        `json:"only"` // run only this design (empty: all three at once)
 }
 
 type traceOp struct {
@@ -242,6 +243,9 @@ func (e *env) runGroup() error {
 	res := make([]groupResult, len(ds))
 	var wg sync.WaitGroup
 	for i, d := range ds {
+		if gp.Only != "" && names[i] != gp.Only {
+			continue
+		}
 		wg.Go(func() {
 			lat, errs := e.replay(d, tr, gp.Hold)
 			a, empty, cold, ev := d.counts()
@@ -253,10 +257,13 @@ func (e *env) runGroup() error {
 	e.rep.Group = res
 	e.rep.GroupParams = &gp
 	for _, r := range res {
+		if r.Design == "" {
+			continue
+		}
 		e.logf("group %-15s ops %d errors %d warm-hit %.1f%% cold %d evictions %d acquire p50 %v p99 %v max %v",
 			r.Design, r.Ops, r.Errors, 100*r.WarmHit, r.Cold, r.Evictions, r.Acquire.P50, r.Acquire.P99, r.Acquire.Max)
 	}
-	if ind, ad := res[0].Acquire.P99, res[2].Acquire.P99; ad > 0 {
+	if ind, ad := res[0].Acquire.P99, res[2].Acquire.P99; ad > 0 && ind > 0 {
 		e.logf("group p99 ratio independent/adaptive: %.1fx", float64(ind)/float64(ad))
 	}
 	return nil
