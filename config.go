@@ -209,6 +209,7 @@ type settings struct {
 	Config
 	pullPolicy PullPolicy
 	agent      *AgentConfig // a copy with defaults, or nil
+	member     *memberLink  // set when the pool is a Group's member
 	// gvisor: the containers run under gVisor (HostConfig.Runtime, or the
 	// daemon's default runtime), whose file cache the host does not see:
 	// file transfers then never use Docker's archive API.
@@ -337,6 +338,7 @@ func (s settings) limits(resetCleans bool) limits {
 		agent:          s.agent != nil,
 		hasReset:       s.OnReturn != nil || s.CheckOnReturn || s.VerifiedReset || (s.agent != nil && s.agent.ResetOnReturn),
 		resetCleans:    resetCleans,
+		budgeted:       s.member != nil,
 	}
 }
 

@@ -100,6 +100,7 @@ type limits struct {
 	hasReset                  bool          // returns go through a resetTask (OnReturn, CheckOnReturn, the agent's reset)
 	resetCleans               bool          // a successful reset makes the container clean (renamed, adoptable)
 	dockerTimeout             time.Duration // bound of one Docker call
+	budgeted                  bool          // a Group's member: every creation needs a permit (core_budget.go)
 }
 
 type core struct {
@@ -148,6 +149,8 @@ type core struct {
 	lastCrash       time.Time           // when the last one did
 	early           map[string]eventMsg // deaths of containers not known yet
 
+	bud budget // a Group member's permits; unused by a plain pool
+
 	st        Stats // counters; the gauges and RemovedBy are filled in by snapshot
 	removedBy [numReasons]int64
 
@@ -181,6 +184,8 @@ type effects struct {
 	closeAdmission  bool    // Shutdown started: close the closing channel
 	cancelCreations bool    // forced shutdown: abort creations in flight
 	tasks           []task  // Docker work to start now
+
+	report *budgetReport // a Group member's news for the group; nil when nothing changed
 }
 
 // grant hands container id to the caller behind reply, as hand-out lease.
@@ -253,6 +258,9 @@ func (c *core) step(m message, now time.Time) *effects {
 	}
 	c.fx.tasks = c.next(c.fx.tasks, now)
 	c.fx.idle, c.fx.inUse = len(c.idle), len(c.leased)
+	if c.lim.budgeted {
+		c.fx.report = c.budgetNews()
+	}
 	if len(c.fx.stats) > 0 {
 		c.fx.snapshot = c.snapshot()
 	}
@@ -306,6 +314,10 @@ func (c *core) lease(s *slot, reply chan acquireReply, start, now time.Time, wai
 	}
 	if waited {
 		c.st.EmptyAcquireCount++
+		if s.uses == 1 { // made while the caller waited: a cold start
+			c.st.ColdAcquireCount++
+			c.bud.coldWait += s.leaseWait
+		}
 	}
 	c.fx.grants = append(c.fx.grants, grant{reply: reply, id: s.id, lease: s.lease, needMark: !s.marked, waited: waited})
 }

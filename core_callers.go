@@ -69,6 +69,10 @@ func (c *core) takeBack(id string, lease uint64, now time.Time) {
 	c.st.AcquireDuration -= s.leaseWait
 	if s.waited {
 		c.st.EmptyAcquireCount--
+		if s.uses == 0 {
+			c.st.ColdAcquireCount--
+			c.bud.coldWait -= s.leaseWait
+		}
 		c.st.WaitDuration -= s.leaseWait
 	}
 	c.st.CanceledAcquireCount++
@@ -197,5 +201,8 @@ func (c *core) adopt(found []adoptee, now time.Time) {
 		c.st.Adopted++
 		c.logAttrs(slog.LevelInfo, "container adopted", slogID(f.id))
 		c.offer(s, now)
+	}
+	if c.lim.budgeted {
+		c.bud.permits = max(c.bud.permits, c.size()) // adopted: the group hears of them in the report
 	}
 }

@@ -9,6 +9,7 @@ func (c *core) check() {
 	c.checkSets()
 	c.checkWaiters()
 	c.checkLanes()
+	c.checkBudget()
 }
 
 // checkSets: every known container is in exactly one set, consistent with

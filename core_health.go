@@ -199,8 +199,15 @@ func (c *core) balance(now time.Time) {
 		if c.lim.maxSize > 0 {
 			room = c.lim.maxSize - c.size()
 		}
+		if c.lim.budgeted {
+			c.reclaim()
+			room = min(room, c.bud.permits-c.size())
+		}
 		room = c.serveWaiters(room)
 		c.refill(room, now)
+		if c.lim.budgeted {
+			c.wants(now)
+		}
 		for len(c.idle) > c.lim.maxIdle {
 			s := c.idle[0]
 			c.idle = c.idle[1:]
@@ -219,6 +226,9 @@ func (c *core) balance(now time.Time) {
 		c.busy() == 0 {
 		c.phase = phaseFinalizing
 		c.enqueue(finalizeTask{sweep: c.removeFail})
+	}
+	if c.lim.budgeted {
+		c.giveBack()
 	}
 }
 

@@ -160,6 +160,15 @@ type reconciledMsg struct {
 }
 
 // found is a container of the pool's label as the daemon lists it.
+// permitMsg: the group lets a member make n more containers.
+type permitMsg struct{ n int }
+
+// evictMsg: the group asks a member for its least recently used idle container.
+type evictMsg struct{}
+
+// warmMsg: the group sets a member's warm target (its MinIdle).
+type warmMsg struct{ n int }
+
 type found struct {
 	id      string
 	created time.Time
@@ -189,3 +198,6 @@ func (m resetMsg) apply(c *core, now time.Time)      { c.resetDone(m, now) }
 func (m probedMsg) apply(c *core, now time.Time)     { c.probed(m.err, now) }
 func (m finalizedMsg) apply(c *core, now time.Time)  { c.finalized(m.err, now) }
 func (m reconciledMsg) apply(c *core, now time.Time) { c.reconciled(m, now) }
+func (m permitMsg) apply(c *core, _ time.Time)       { c.permit(m.n) }
+func (evictMsg) apply(c *core, _ time.Time)          { c.evict() }
+func (m warmMsg) apply(c *core, _ time.Time)         { c.warm(m.n) }

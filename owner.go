@@ -32,6 +32,7 @@ type owner struct {
 	pool     *Pool                 // stamped on the handles; nil in core tests
 	handles  map[uint64]*Container // handles of the leases not ended, by lease
 	sessions map[string]*agentConn // agent sessions, by container
+	report   func(budgetReport)    // a Group member's reports to its group; nil otherwise
 	g        uint64                // the goroutine that may use the owner (debug checks)
 }
 
@@ -129,6 +130,9 @@ func (o *owner) carryOut(fx *effects) {
 	}
 	for _, t := range fx.tasks {
 		o.startTask(t)
+	}
+	if fx.report != nil && o.report != nil {
+		o.report(*fx.report)
 	}
 }
 

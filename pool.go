@@ -159,7 +159,14 @@ func (p *Pool) release(c *Container, remove bool) error {
 		p.releaseReplies.Put(req.reply)
 		return err
 	case <-p.done:
-		return ErrPoolShutdown
+		// The answer may have come just before the end (the last Return of
+		// a draining pool ends it at once): it wins.
+		select {
+		case err := <-req.reply:
+			return err
+		default:
+			return ErrPoolShutdown
+		}
 	}
 }
 

@@ -36,7 +36,13 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	api := cfg.Client
+	return open(ctx, s)
+}
+
+// open is New after the configuration is resolved; a Group's members start
+// here with their link set.
+func open(ctx context.Context, s settings) (*Pool, error) {
+	api := s.Client
 	var closer io.Closer
 	if api == nil {
 		cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -139,6 +145,9 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 	p.lanes[laneProbe] = pool.New().WithMaxGoroutines(1)
 	c := newCore(s.limits(p.resetCleans), binary.LittleEndian.Uint64(idb[:]), s.Logger)
 	p.owner = newOwner(c, p, p)
+	if s.member != nil {
+		p.owner.report = s.member.post
+	}
 	return p, nil
 }
 

@@ -38,13 +38,16 @@ const (
 	// good as new (a process or file of another user, a write to the
 	// layer...).
 	ReasonResetUnverified
+	// ReasonEvicted: idle in a Group's member, removed to make room for a
+	// template that needed a container (or warmth) at the group's MaxSize.
+	ReasonEvicted
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"trim", "max-uses", "lifetime", "idle-time", "died", "tainted",
 	"reset-failed", "user", "shutdown", "stale", "failed-start", "out-of-memory",
-	"reset-unverified",
+	"reset-unverified", "evicted",
 }
 
 // RemoveReasons returns every reason a container leaves a pool for, in the
@@ -79,6 +82,7 @@ type Stats struct {
 	AcquireCount         int64         // successful Acquire calls
 	AcquireDuration      time.Duration // their total time in the pool
 	EmptyAcquireCount    int64         // successful Acquires that had to wait (nothing was idle)
+	ColdAcquireCount     int64         // successful Acquires served by a container made for them (a cold start)
 	CanceledAcquireCount int64         // Acquires whose ctx ended while they waited
 	WaitCount            int64         // Acquires that found nothing idle and waited
 	WaitDuration         time.Duration // total time waited by the successful ones

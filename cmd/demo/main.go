@@ -73,14 +73,15 @@ Flags:
 
 // options are the command-line flags.
 type options struct {
-	image   string
-	name    string
-	minIdle int
-	maxIdle int
-	network string
-	timeout time.Duration
-	verbose bool
-	agent   bool
+	image     string
+	name      string
+	minIdle   int
+	maxIdle   int
+	network   string
+	timeout   time.Duration
+	verbose   bool
+	agent     bool
+	templates bool // a Group of two templates instead of a pool
 }
 
 // terminal says which of the standard streams are terminals.
@@ -127,6 +128,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, term terminal
 		return 1
 	}
 	fmt.Fprintf(stdout, "image: %s (%s)\n", img.Name, why)
+	if opts.templates {
+		g, err := startGroup(ctx, cli, opts, img, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "demo: %v%s\n", oneLine(err), hint(err, opts))
+			return 1
+		}
+		return groupLoop(ctx, g, opts, stdin, stdout)
+	}
 
 	pool, err := startPool(ctx, cli, opts, img, stderr)
 	if err != nil {
@@ -162,6 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of each command run in a container (0: none)")
 	fs.BoolVar(&o.verbose, "v", false, "log the pool's events (created, removed, adopted) to stderr")
 	fs.BoolVar(&o.agent, "agent", false, "run commands through dockerpool-agent (built now with the go command, copied into each container) instead of docker exec")
+	fs.BoolVar(&o.templates, "templates", false, "start a Group of two templates (en, fr: the image with GREETING=hello or bonjour) under one budget instead of a pool; run <template> <command>")
 	if err := fs.Parse(args); err != nil {
 		return o, err // the flag package has printed it, with the usage
 	}

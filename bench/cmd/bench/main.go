@@ -27,9 +27,13 @@
 //	untrusted sustained untrusted runs/s: MaxUses 1 against VerifiedReset
 //	gvisor    on a private dockerd with runsc: runc against runsc (needs
 //	          runsc and root)
+//	terminal  the keystroke echo round trip of a terminal on both paths
 //	soak      leaks over many cycles
+//	group     a Group of templates against independent pools on a shifting
+//	          trace, on the fake daemon with -g-create per creation (or
+//	          -g-real); -phase sets how long a template stays hot
 //	all       exec, acquire, burst, core, size (not files, limits,
-//	          untrusted, gvisor, soak: run those on their own)
+//	          untrusted, gvisor, terminal, soak, group: run those on their own)
 //
 // Every container carries the label dockerpool.bench=<run id>; pools are
 // named dpbench-<run id>-<what>. Whatever happens (an error, Ctrl-C), the
@@ -87,13 +91,14 @@ type params struct {
 	GVisorN   int           `json:"gvisor_n"`          // gvisor: create+start+remove rounds
 	Runsc     string        `json:"runsc,omitempty"`   // gvisor: runsc binary
 	Image     string        `json:"image"`
+	Group     groupParams   `json:"-"`
 	Plot      string        `json:"-"`
 	JSON      bool          `json:"-"`
 }
 
 func main() {
 	var p params
-	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|files|limits|untrusted|gvisor|terminal|soak")
+	flag.StringVar(&p.Mode, "mode", "all", "what to measure: all|exec|acquire|burst|shutdown|core|size|files|limits|untrusted|gvisor|terminal|soak|group")
 	flag.IntVar(&p.N, "n", 200, "exec rounds: samples of (a) and (b); the MaxUses comparison runs n/8")
 	flag.IntVar(&p.Cold, "cold", 0, "samples of (c) and (c2); default n/8, at least 10")
 	flag.IntVar(&p.Pairs, "pairs", 20000, "(d) warm Acquire/Return pairs")
@@ -117,12 +122,23 @@ func main() {
 	flag.StringVar(&p.Image, "image", "", "image to run (default: build the busybox image with dockerpooltest.BuildImage)")
 	flag.StringVar(&p.Plot, "plot", "results/latency.png", "write the latency CDF plot of (a), (b), (c), (c2) here (empty: no plot)")
 	flag.BoolVar(&p.JSON, "json", false, "print the report as JSON on stdout (the table goes to stderr)")
+	flag.IntVar(&p.Group.Ops, "g-ops", 3000, "group: Acquire+Exec+Return operations of the trace")
+	flag.IntVar(&p.Group.Templates, "g-templates", 8, "group: templates")
+	flag.IntVar(&p.Group.MaxSize, "g-maxsize", 16, "group: MaxSize of the group (independent pools get MaxSize/templates each)")
+	flag.IntVar(&p.Group.MaxIdle, "g-maxidle", 8, "group: MaxIdle of each template in the group")
+	flag.DurationVar(&p.Group.Phase, "phase", 30*time.Second, "group: how long one template stays the hot one")
+	flag.Float64Var(&p.Group.Rate, "g-rate", 10, "group: arrivals per second (Poisson)")
+	flag.DurationVar(&p.Group.Hold, "g-hold", 500*time.Millisecond, "group: how long a caller keeps its container after the Exec")
+	flag.DurationVar(&p.Group.CreateDelay, "g-create", 200*time.Millisecond, "group: creation time of the fake daemon")
+	flag.Float64Var(&p.Group.Zipf, "g-zipf", 1.1, "group: Zipf exponent of the templates' popularity")
+	flag.BoolVar(&p.Group.Real, "g-real", false, "group: run the trace on the real daemon instead of the fake")
+	flag.StringVar(&p.Group.Only, "g-only", "", "group: run only this design (independent, group-static, group-adaptive); default all three at once")
 	flag.Parse()
 	if p.Cold == 0 {
 		p.Cold = max(p.N/8, 10)
 	}
 	p.UsesN = max(p.N/8, 10)
-	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "files", "limits", "untrusted", "gvisor", "terminal", "soak"}, p.Mode) {
+	if !slices.Contains([]string{"all", "exec", "acquire", "burst", "shutdown", "core", "size", "files", "limits", "untrusted", "gvisor", "terminal", "soak", "group"}, p.Mode) {
 		fmt.Fprintf(os.Stderr, "bench: unknown -mode %q\n", p.Mode)
 		os.Exit(2)
 	}
@@ -135,7 +151,7 @@ func main() {
 // notInAll are the modes that -mode all leaves out: the soak is long, gvisor
 // needs runsc and root, and the others were added after the published run
 // (BENCHMARKS.md) and are run on their own.
-var notInAll = []string{"soak", "files", "limits", "untrusted", "gvisor", "terminal"}
+var notInAll = []string{"soak", "files", "limits", "untrusted", "gvisor", "terminal", "group"}
 
 // env is what every mode shares: the Docker client, the image, the run's ID,
 // the pools to shut down at the end, and the report being built.
@@ -222,6 +238,7 @@ func run(p params) (err error) {
 		{"gvisor", e.runGVisor},
 		{"terminal", e.runTerminal},
 		{"soak", e.runSoak},
+		{"group", e.runGroup},
 	}
 	for _, m := range modes {
 		selected := p.Mode == m.name || (p.Mode == "all" && !slices.Contains(notInAll, m.name)) ||

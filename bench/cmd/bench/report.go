@@ -11,15 +11,17 @@ import (
 
 // report is everything a run measured; -json prints it as is.
 type report struct {
-	Machine          machine   `json:"machine"`
-	Params           params    `json:"params"`
-	Results          []Summary `json:"results"`
-	Rates            []rate    `json:"rates,omitempty"`
-	Facts            []fact    `json:"facts,omitempty"`
-	Goals            []goal    `json:"goals"`
-	Notes            []string  `json:"notes,omitempty"`
-	BackgroundErrors int64     `json:"background_errors"` // OnError calls of the run's pools
-	Elapsed          string    `json:"elapsed"`
+	Machine          machine       `json:"machine"`
+	Params           params        `json:"params"`
+	Results          []Summary     `json:"results"`
+	Rates            []rate        `json:"rates,omitempty"`
+	Facts            []fact        `json:"facts,omitempty"`
+	Goals            []goal        `json:"goals"`
+	Notes            []string      `json:"notes,omitempty"`
+	Group            []groupResult `json:"group,omitempty"`
+	GroupParams      *groupParams  `json:"group_params,omitempty"`
+	BackgroundErrors int64         `json:"background_errors"` // OnError calls of the run's pools
+	Elapsed          string        `json:"elapsed"`
 }
 
 type machine struct {

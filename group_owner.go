@@ -1,0 +1,278 @@
+package dockerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+)
+
+// The group's owner goroutine: the only one that touches the budget core,
+// the member table and the published set. Members' reports arrive in their
+// mailboxes (memberLink); requests of callers on ctrl. The owner sends the
+// core's decisions to the members' owners, which never wait for the group,
+// so the two kinds of owner cannot wait for each other.
+
+// groupTick is how often the group revises its demand estimates.
+const groupTick = 250 * time.Millisecond
+
+// groupReq is a request to the group's owner; handle answers it and says
+// whether the owner is done.
+type groupReq interface {
+	handle(g *Group, now time.Time) (stop bool)
+}
+
+// joinReq puts a started member in force for its template: replace says
+// whether one must be there already (Update) or must not (AddTemplate).
+type joinReq struct {
+	m       *member
+	replace bool
+	reply   chan error
+}
+
+// leaveReq takes a template out of the group.
+type leaveReq struct {
+	template string
+	reply    chan error
+}
+
+type groupStatsReq struct{ reply chan groupView }
+
+type groupShutdownReq struct{ reply chan struct{} }
+
+// groupView is the owner's side of GroupStats.
+type groupView struct {
+	used, maxSize        int
+	evictWait, evictWarm int64
+	members              map[string]memberView
+}
+
+type memberView struct {
+	pool    *Pool
+	target  int
+	evicted int64
+}
+
+func (g *Group) run() {
+	t := time.NewTicker(groupTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.wake:
+			g.drain(time.Now())
+		case now := <-t.C:
+			g.carry(g.core.tick(now))
+		case r := <-g.ctrl:
+			if r.handle(g, time.Now()) {
+				close(g.done)
+				return
+			}
+		}
+	}
+}
+
+// drain reads every member's latest report.
+func (g *Group) drain(now time.Time) {
+	for _, m := range g.all {
+		select {
+		case r := <-m.link.mail:
+			g.carry(g.core.report(m.id, r, now))
+			if g.core.members[m.id] == nil {
+				delete(g.all, m.id) // retired and stopped
+			}
+		default:
+		}
+	}
+}
+
+// carry sends the core's decisions to the members.
+func (g *Group) carry(fx []budgetFx) {
+	for _, f := range fx {
+		m := g.all[f.id]
+		if m == nil {
+			continue
+		}
+		if f.permits > 0 {
+			m.pool.post(permitMsg{n: f.permits})
+		}
+		if f.evict {
+			m.pool.post(evictMsg{})
+		}
+		if f.warm >= 0 {
+			m.pool.post(warmMsg{n: f.warm})
+		}
+	}
+}
+
+// join adds a member to the owner's tables (the owner, or NewGroup before
+// the owner runs).
+func (g *Group) join(m *member) {
+	g.all[m.id] = m
+	g.core.add(m.id, m.template, m.pool.cfg.MinIdle, m.pool.cfg.MaxIdle)
+}
+
+// publish replaces the set in force with a copy changed by edit.
+func (g *Group) publish(edit func(s *memberSet)) {
+	old := g.set.Load()
+	s := &memberSet{byName: maps.Clone(old.byName), broken: maps.Clone(old.broken), closed: old.closed}
+	edit(s)
+	g.set.Store(s)
+}
+
+// retire takes m out of service: the core gives it nothing more, and its
+// pool starts its shutdown before the owner goes on (so that no Acquire
+// gets one of its containers after the caller hears of the change). Its
+// leased containers are removed as they come back.
+func (g *Group) retire(m *member) {
+	g.core.retire(m.id)
+	m.pool.post(shutdownReq{})
+}
+
+func (r joinReq) handle(g *Group, _ time.Time) bool {
+	set := g.set.Load()
+	old := set.byName[r.m.template]
+	switch {
+	case set.closed:
+		r.reply <- ErrPoolShutdown
+		return false
+	case r.replace && old == nil && set.broken[r.m.template] == nil:
+		r.reply <- fmt.Errorf("%w %q (the group has %s)", ErrUnknownTemplate, r.m.template, set.names())
+		return false
+	case !r.replace && old != nil:
+		r.reply <- fmt.Errorf("%w: template %q exists already", ErrInvalidConfig, r.m.template)
+		return false
+	}
+	g.join(r.m)
+	g.publish(func(s *memberSet) {
+		s.byName[r.m.template] = r.m
+		delete(s.broken, r.m.template)
+	})
+	if old != nil {
+		g.retire(old)
+	}
+	r.reply <- nil
+	return false
+}
+
+func (r leaveReq) handle(g *Group, _ time.Time) bool {
+	set := g.set.Load()
+	m := set.byName[r.template]
+	_, broken := set.broken[r.template]
+	switch {
+	case set.closed:
+		r.reply <- ErrPoolShutdown
+		return false
+	case m == nil && !broken:
+		r.reply <- fmt.Errorf("%w %q (the group has %s)", ErrUnknownTemplate, r.template, set.names())
+		return false
+	}
+	g.publish(func(s *memberSet) {
+		delete(s.byName, r.template)
+		delete(s.broken, r.template)
+	})
+	if m != nil {
+		g.retire(m)
+	}
+	r.reply <- nil
+	return false
+}
+
+func (r groupStatsReq) handle(g *Group, _ time.Time) bool {
+	v := groupView{used: g.core.used(), maxSize: g.core.maxSize, evictWait: g.core.evictWait, evictWarm: g.core.evictWarm, members: map[string]memberView{}}
+	for name, m := range g.set.Load().byName {
+		gm := g.core.members[m.id]
+		v.members[name] = memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm}
+	}
+	r.reply <- v
+	return false
+}
+
+func (r groupShutdownReq) handle(g *Group, _ time.Time) bool {
+	g.publish(func(s *memberSet) { s.closed = true })
+	for _, m := range g.all {
+		g.pools = append(g.pools, m.pool)
+	}
+	r.reply <- struct{}{}
+	return true
+}
+
+// ask sends r to the owner and waits for its answer on reply.
+func ask[T any](g *Group, r groupReq, reply chan T) (T, error) {
+	var zero T
+	select {
+	case g.ctrl <- r:
+	case <-g.done:
+		return zero, ErrPoolShutdown
+	}
+	return <-reply, nil
+}
+
+// Update replaces template's configuration (a new image, new settings):
+// it starts a pool of the new configuration, puts it in force, and retires
+// the old one: its idle containers are removed at once, its leased ones
+// when they come back. Once Update returns, no container of the old
+// configuration is handed out. If the new pool cannot start (its image is
+// missing...), Update returns the error, naming the template, and the old
+// configuration stays in force. Update also repairs a template that could
+// not start at NewGroup (KeepGoing).
+func (g *Group) Update(ctx context.Context, template string, cfg Config) error {
+	if _, err := g.set.Load().lookup(template); err != nil && !errors.Is(err, ErrTemplateUnavailable) {
+		return err
+	}
+	return g.add(ctx, template, cfg, true)
+}
+
+// AddTemplate adds a template to the running group. It fails, naming the
+// template, if the name is taken or its pool cannot start (KeepGoing or
+// not), and the group is unchanged.
+func (g *Group) AddTemplate(ctx context.Context, template string, cfg Config) error {
+	return g.add(ctx, template, cfg, false)
+}
+
+func (g *Group) add(ctx context.Context, template string, cfg Config, replace bool) error {
+	m, err := g.startMember(ctx, template, cfg, replace)
+	if err != nil {
+		return err
+	}
+	reply := make(chan error, 1)
+	err, sent := ask(g, joinReq{m: m, replace: replace, reply: reply}, reply)
+	if sent != nil {
+		err = sent
+	}
+	if err != nil {
+		_ = m.pool.Shutdown(ctx)
+	}
+	return err
+}
+
+// RemoveTemplate takes a template out of the group: Acquire for it fails
+// with ErrUnknownTemplate from now on; its idle containers are removed at
+// once, its leased ones when they come back.
+func (g *Group) RemoveTemplate(ctx context.Context, template string) error {
+	reply := make(chan error, 1)
+	err, sent := ask(g, leaveReq{template: template, reply: reply}, reply)
+	return errors.Join(sent, err)
+}
+
+// Shutdown stops the group: from its start, Acquire returns ErrPoolShutdown.
+// Every template's pool shuts down in parallel, as Pool.Shutdown describes
+// (ctx ending removes the containers still in use); templates retired by
+// Update or RemoveTemplate are waited for too. Calling it again waits for
+// the same end.
+func (g *Group) Shutdown(ctx context.Context) error {
+	reply := make(chan struct{}, 1)
+	_, _ = ask(g, groupShutdownReq{reply: reply}, reply)
+	<-g.done
+	g.shutOnce.Do(func() {
+		errs := make([]error, len(g.pools))
+		var wg sync.WaitGroup
+		for i, p := range g.pools {
+			wg.Go(func() { errs[i] = p.Shutdown(ctx) })
+		}
+		wg.Wait()
+		g.shutErr = errors.Join(errs...)
+	})
+	return g.shutErr
+}
