@@ -39,6 +39,11 @@ func TestSDKRecordsThePoolsSpansAndMetricsWithoutSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // a test that fails before its own Shutdown leaves nothing either
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_ = pool.Shutdown(ctx)
+	})
 	if err := pool.WaitIdle(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
