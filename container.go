@@ -28,9 +28,9 @@ type Container struct {
 	// revoked: the operations running on the handle end at once, rather
 	// than wait for streams that a dead container may never close (a
 	// gVisor sandbox killed by the OOM killer leaves its execs' streams
-	// open).
-	life context.Context
-	end  context.CancelCauseFunc
+	// open). Made by the first operation (see lifeContext), so that a
+	// hand-out without one costs nothing.
+	life atomic.Pointer[handleLife]
 
 	// Low 32 bits: operations (Exec, file transfers) running on this handle.
 	// High bits: the flags below. Written by the holder's goroutines and,
@@ -52,7 +52,6 @@ const (
 // through the container's agent session.
 func newHandle(p *Pool, id string, lease uint64, needMark bool, agent *agentConn) *Container {
 	c := &Container{pool: p, id: id, lease: lease, needMark: needMark, runner: dockerRunner{}}
-	c.life, c.end = context.WithCancelCause(context.Background())
 	if agent != nil {
 		c.runner = agentRunner{a: agent}
 	}
@@ -115,18 +114,54 @@ func (c *Container) beginOp() error {
 
 func (c *Container) endOp() { c.state.Add(^uint64(0)) }
 
+// handleLife is a handle's life context and its cancel.
+type handleLife struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
 // setFlags sets flags on the handle; when they say the container is dead or
 // revoked, the operations running on it are cancelled with the reason.
 func (c *Container) setFlags(bits uint64) {
-	old := c.state.Or(bits)
-	switch {
-	case bits&handleRevoked != 0:
-		c.end(fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id)))
-	case bits&handleDead != 0 && (old|bits)&handleOOM != 0:
-		c.end(fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory))
-	case bits&handleDead != 0:
-		c.end(fmt.Errorf("%w: Docker reported that container %s died", ErrContainerDead, shortID(c.id)))
+	s := c.state.Or(bits) | bits
+	if l := c.life.Load(); l != nil {
+		if why := c.endOf(s); why != nil {
+			l.cancel(why)
+		}
 	}
+}
+
+// lifeContext returns the handle's life context, made on first use. The
+// owner sets the flags before it looks for the context, an operation makes
+// the context before it looks at the flags: one of the two sees the other,
+// so a death is never missed.
+func (c *Container) lifeContext() context.Context {
+	l := c.life.Load()
+	if l == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		if !c.life.CompareAndSwap(nil, &handleLife{ctx: ctx, cancel: cancel}) {
+			cancel(nil) // a concurrent first operation made it
+		}
+		l = c.life.Load()
+	}
+	if why := c.endOf(c.state.Load()); why != nil {
+		l.cancel(why)
+	}
+	return l.ctx
+}
+
+// endOf says why the handle's operations must end, for its state word s,
+// or nil.
+func (c *Container) endOf(s uint64) error {
+	switch {
+	case s&handleRevoked != 0:
+		return fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id))
+	case s&handleDead != 0 && s&handleOOM != 0:
+		return fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory)
+	case s&handleDead != 0:
+		return fmt.Errorf("%w: Docker reported that container %s died", ErrContainerDead, shortID(c.id))
+	}
+	return nil
 }
 
 // running counts the operations running on the handle.

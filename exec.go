@@ -247,7 +247,8 @@ func (c *Container) begin(ctx context.Context, what string, timeout time.Duratio
 	// The operation ends with the handle's life (the container died or
 	// was revoked), the caller's ctx or the timeout, whichever comes first.
 	lctx, lcancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(c.life, func() { lcancel(context.Cause(c.life)) })
+	life := c.lifeContext()
+	stop := context.AfterFunc(life, func() { lcancel(context.Cause(life)) })
 	op.ctx, op.cancel = lctx, func() { stop(); lcancel(nil) }
 	if timeout > 0 {
 		tctx, tcancel := context.WithTimeoutCause(lctx, timeout, ErrExecTimeout)

@@ -174,3 +174,21 @@ func TestFrameEndsACommandWhenTheContainerDiesUnderIt(t *testing.T) {
 	_, err := c.Exec(context.Background(), []string{"x"}) // later ones fail at once
 	is.True(errors.Is(err, ErrContainerDead))
 }
+
+// The life context is made by the first operation: a death the owner
+// marked before that is still seen by it, and one marked after reaches it.
+func TestHandleLifeSeesADeathOnEitherSideOfItsMaking(t *testing.T) {
+	is := is.New(t)
+	before := &Container{id: "0123456789abcdef"}
+	before.setFlags(handleDead | handleOOM)
+	is.True(errors.Is(context.Cause(before.lifeContext()), ErrOutOfMemory))
+
+	after := &Container{id: "0123456789abcdef"}
+	life := after.lifeContext()
+	is.NoErr(life.Err())
+	after.setFlags(handleTainted) // not an end
+	is.NoErr(life.Err())
+	after.setFlags(handleRevoked)
+	is.True(errors.Is(context.Cause(life), ErrPoolShutdown))
+	is.True(after.lifeContext() == life) // made once
+}
