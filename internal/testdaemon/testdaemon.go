@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,6 +61,19 @@ type Daemon struct {
 	Socket string // its API socket
 	Host   string // "unix://" + Socket, for DOCKER_HOST
 	Client *client.Client
+
+	// Set by StartHosts: the daemon is also a remote host, reached over
+	// TCP with TLS at Remote ("tcp://IP:2376") by TCP's client.
+	IP     net.IP
+	Remote string
+	TCP    *client.Client
+
+	args   []string // dockerd's flags besides the common ones
+	cgroup string   // the containers' cgroup parent, when set
+	veth   string   // the host's end of the link, when there is one
+	ca     *CA
+	faults faults // what is done to it now, undone by Stop
+
 	cmd    *exec.Cmd
 	exited chan struct{}
 	log    *os.File
@@ -124,29 +138,36 @@ func (d *Daemon) prepare(opts Options) error {
 // launch starts dockerd in the namespace. nsenter, not "ip netns exec",
 // which remounts /sys so that dockerd fails ("Devices cgroup isn't
 // mounted").
+// A restart (Restart) launches it again on the same directories, and
+// appends to the same log.
 func (d *Daemon) launch() error {
-	log, err := os.Create(filepath.Join(d.Dir, "dockerd.log"))
-	if err != nil {
-		return err
+	if d.log == nil {
+		log, err := os.OpenFile(filepath.Join(d.Dir, "dockerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		d.log = log
 	}
-	d.log = log
-	d.cmd = exec.Command("nsenter", "--net=/var/run/netns/"+NetnsPrefix+d.Name, "dockerd",
+	args := append([]string{"--net=/var/run/netns/" + NetnsPrefix + d.Name, "dockerd",
 		"--config-file", filepath.Join(d.Dir, "daemon.json"),
 		"--data-root", filepath.Join(d.Dir, "data"),
 		"--exec-root", filepath.Join(d.Dir, "exec"),
 		"--pidfile", filepath.Join(d.Dir, "dockerd.pid"),
 		"-H", d.Host,
-		"--bridge=none", "--iptables=false", "--ip-masq=false")
-	d.cmd.Stdout, d.cmd.Stderr = log, log
+		"--bridge=none", "--iptables=false", "--ip-masq=false"}, d.args...)
+	cmd := exec.Command("nsenter", args...)
+	cmd.Stdout, cmd.Stderr = d.log, d.log
 	// The daemon dies with the test binary (nsenter executes dockerd, which
 	// keeps the setting); Stop cleans up after it.
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testdaemon: start dockerd: %w", err)
 	}
+	exited := make(chan struct{})
+	d.cmd, d.exited = cmd, exited
 	go func() {
-		_ = d.cmd.Wait()
-		close(d.exited)
+		_ = cmd.Wait()
+		close(exited)
 	}()
 	return nil
 }
@@ -154,11 +175,14 @@ func (d *Daemon) launch() error {
 // waitReady pings the daemon until it answers (a new daemon announces
 // nothing: it can only be asked).
 func (d *Daemon) waitReady(ctx context.Context, within time.Duration) error {
-	cli, err := client.NewClientWithOpts(client.WithHost(d.Host), client.WithAPIVersionNegotiation())
-	if err != nil {
-		return err
+	if d.Client == nil {
+		cli, err := client.NewClientWithOpts(client.WithHost(d.Host), client.WithAPIVersionNegotiation())
+		if err != nil {
+			return err
+		}
+		d.Client = cli
 	}
-	d.Client = cli
+	cli := d.Client
 	deadline := time.Now().Add(within)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -196,6 +220,7 @@ func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 // directory and namespace. It returns what it could not clean.
 func (d *Daemon) Stop() error {
 	var errs []error
+	errs = append(errs, d.undoFaults())
 	if d.cmd != nil && d.cmd.Process != nil {
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -208,7 +233,10 @@ func (d *Daemon) Stop() error {
 	if d.Client != nil {
 		_ = d.Client.Close()
 	}
-	if left := KillLeftovers(d.Dir); len(left) > 0 {
+	if d.TCP != nil {
+		_ = d.TCP.Close()
+	}
+	if left := d.killAll(); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("testdaemon: %s left processes that did not die: %v", d.Name, left))
 	}
 	errs = append(errs, d.cleanup())
@@ -225,8 +253,10 @@ func (d *Daemon) cleanup() error {
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, d.removeLink())
 	if out, err := exec.Command("ip", "netns", "delete", NetnsPrefix+d.Name).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
 		errs = append(errs, fmt.Errorf("testdaemon: ip netns delete: %v: %s", err, out))
 	}
+	errs = append(errs, removeCgroups(d.cgroup))
 	return errors.Join(errs...)
 }
