@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Group keeps warm containers of several templates (images or
@@ -59,6 +60,21 @@ type GroupConfig struct {
 	// them, and Update can bring one in later. By default NewGroup fails
 	// with an error naming the template, and nothing is left running.
 	KeepGoing bool
+	// Hosts spreads the group over several Docker daemons: every template
+	// runs a pool on every host (its Config.Client replaced by the host's
+	// Client; its MinIdle, MaxIdle and MaxSize count per host), and each
+	// host's MaxSize is that host's budget, with eviction and warmth per
+	// host. Acquire takes an idle container of the template on any healthy
+	// host first, else makes one on the healthy host with the most room.
+	// With Hosts, MaxSize may be 0 (the sum of the hosts' caps) and must not
+	// be below that sum. Without Hosts, the group runs on each template's
+	// Config.Client (the local daemon by default).
+	Hosts []Host
+	// HostPing bounds each host's health ping (default DefaultHostPing, 1s).
+	// A host whose ping fails or does not answer in time is out of
+	// placement within about two seconds; it is probed with backoff and
+	// back in when it answers. Only used with Hosts.
+	HostPing time.Duration
 }
 
 // Errors of a Group.
@@ -118,6 +134,12 @@ func (l *memberLink) post(r budgetReport) {
 // MaxSize among them. It fails, naming the template, when a template's
 // configuration is invalid or its pool cannot start (unless KeepGoing).
 func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
+	if err := validateHosts(cfg.Hosts); err != nil {
+		return nil, err
+	}
+	if len(cfg.Hosts) > 0 {
+		return nil, fmt.Errorf("%w: GroupConfig.Hosts: not implemented yet", ErrInvalidConfig)
+	}
 	if cfg.MaxSize <= 0 {
 		return nil, fmt.Errorf("%w: GroupConfig.MaxSize must be positive, not %d", ErrInvalidConfig, cfg.MaxSize)
 	}

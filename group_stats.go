@@ -19,6 +19,9 @@ type GroupStats struct {
 	RemovedBy map[RemoveReason]int64
 
 	Templates map[string]TemplateStats
+	// Hosts, with GroupConfig.Hosts: every host's health and load, by
+	// Host.Name. Nil without Hosts.
+	Hosts map[string]HostStats
 }
 
 // TemplateStats is one template's part of GroupStats.
