@@ -35,10 +35,10 @@ type Group struct {
 
 	// hosts: GroupConfig.Hosts, or one local host (name "", the group's
 	// MaxSize, never probed) without them. Their state is the owner's.
-	hosts  []*groupHost
-	multi  bool                      // GroupConfig.Hosts is set: Acquire asks the owner for a host
-	dirty  atomic.Pointer[memberLink] // members with a report in their mailbox, pushed by their pools
-	probes sync.WaitGroup            // the hosts' probers
+	hosts      []*groupHost
+	multi      bool                       // GroupConfig.Hosts is set: Acquire asks the owner for a host
+	dirty      atomic.Pointer[memberLink] // members with a report in their mailbox, pushed by their pools
+	probes     sync.WaitGroup             // the hosts' probers
 	stopProbes context.CancelFunc
 	probeCtx   context.Context
 
@@ -46,12 +46,12 @@ type Group struct {
 	all    map[uint64]*member    // every member not yet gone, retired ones included
 	places map[string]*placement // by template in force: where its Acquires go (group_hosts.go)
 
-	room     hostHeap // the healthy hosts, the one with the most room first
+	room hostHeap // the healthy hosts, the one with the most room first
 
 	pools     []*Pool      // written by the owner before done is closed: every member to shut down
 	unreached []*groupHost // written by the owner before done is closed: the hosts out at Shutdown
-	shutOnce sync.Once
-	shutErr  error
+	shutOnce  sync.Once
+	shutErr   error
 }
 
 // GroupConfig describes a Group.
