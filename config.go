@@ -210,6 +210,7 @@ type settings struct {
 	pullPolicy PullPolicy
 	agent      *AgentConfig // a copy with defaults, or nil
 	member     *memberLink  // set when the pool is a Group's member
+	host       string       // the Group host it runs on (Host.Name), or ""
 	// gvisor: the containers run under gVisor (HostConfig.Runtime, or the
 	// daemon's default runtime), whose file cache the host does not see:
 	// file transfers then never use Docker's archive API.

@@ -46,6 +46,7 @@ const (
 	handleRevoked  uint64 = 1 << 35 // Shutdown gave up waiting and removed it
 	handleMarked   uint64 = 1 << 36 // the container was renamed as used
 	handleOOM      uint64 = 1 << 37 // the OOM killer killed a process in it
+	handleHostDown uint64 = 1 << 38 // its Group host went out of placement (with handleDead)
 )
 
 // newHandle makes the handle of one hand-out. On the agent path, commands go
@@ -103,6 +104,8 @@ func (c *Container) beginOp() error {
 			return fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id))
 		case s&handleReleased != 0:
 			return fmt.Errorf("%w: container %s", ErrContainerReleased, shortID(c.id))
+		case s&handleHostDown != 0:
+			return c.endOf(s)
 		case s&handleDead != 0:
 			return fmt.Errorf("%w: container %s", ErrContainerDead, shortID(c.id))
 		}
@@ -156,6 +159,8 @@ func (c *Container) endOf(s uint64) error {
 	switch {
 	case s&handleRevoked != 0:
 		return fmt.Errorf("%w: container %s was removed", ErrPoolShutdown, shortID(c.id))
+	case s&handleHostDown != 0:
+		return fmt.Errorf("%w: container %s on host %q: %w", ErrContainerDead, shortID(c.id), c.pool.cfg.host, ErrHostDown)
 	case s&handleDead != 0 && s&handleOOM != 0:
 		return fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory)
 	case s&handleDead != 0:

@@ -151,6 +151,8 @@ type core struct {
 
 	bud budget // a Group member's permits; unused by a plain pool
 
+	hostDown error // the Group host is out of placement (core_host.go); nil otherwise
+
 	st        Stats // counters; the gauges and RemovedBy are filled in by snapshot
 	removedBy [numReasons]int64
 
@@ -404,6 +406,10 @@ func (c *core) setState(s *slot, st slotState) {
 func (c *core) startRemove(s *slot, why RemoveReason) {
 	c.setState(s, stRemoving)
 	s.reason = why
+	if c.leaves() {
+		c.drop(s.id)
+		return
+	}
 	c.enqueue(removeTask{id: s.id, reason: why})
 }
 
@@ -432,6 +438,9 @@ func (c *core) dropQueuedCreate(l lane) bool {
 func (c *core) next(buf []task, now time.Time) []task {
 	if c.running[laneOps]+c.running[laneAcquire] == 0 {
 		c.lastProgress = now // the stall clock starts with the first task
+	}
+	if c.parked() {
+		return buf
 	}
 	for l := range numLanes {
 		for len(c.queue[l]) > 0 && c.running[l] < c.lim.workers[l] {

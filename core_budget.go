@@ -104,7 +104,7 @@ func (c *core) wants(now time.Time) {
 
 // giveBack returns the permits no container needs, at the end of balance.
 func (c *core) giveBack() {
-	if c.phase != phaseRunning {
+	if c.phase != phaseRunning || c.hostDown != nil {
 		c.bud.wantWait, c.bud.wantWarm = 0, 0
 	}
 	c.bud.permits = min(c.bud.permits, c.size())

@@ -16,6 +16,10 @@ func (c *core) acquire(reply chan acquireReply, now time.Time) {
 		c.refuse(reply, ErrPoolShutdown)
 		return
 	}
+	if c.hostDown != nil {
+		c.refuse(reply, c.hostDown)
+		return
+	}
 	if len(c.idle) > 0 {
 		s := c.popIdle()
 		// On the agent path a container that dies ends its session, which
@@ -165,6 +169,9 @@ func (c *core) shutdown() {
 		c.enqueue(r.t)
 	}
 	c.retries = nil
+	if c.hostDown != nil {
+		c.abandon() // its host is out: nothing waits on it
+	}
 }
 
 // force stops waiting for leased containers: they are removed now, and their

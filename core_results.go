@@ -69,6 +69,10 @@ func (c *core) removed(m removedMsg, now time.Time) {
 	if m.err != nil && c.removeFailed(t, m.err, now) {
 		return // retried
 	}
+	if m.err != nil && c.leaves() {
+		c.drop(t.id)
+		return
+	}
 	if s := c.known[t.id]; s != nil {
 		delete(c.removing, s.id)
 		delete(c.known, s.id)
@@ -89,6 +93,8 @@ func (c *core) removeFailed(t removeTask, err error, now time.Time) bool {
 		c.note(fmt.Errorf("dockerpool: removing container %s failed %d times, still trying: %w", shortID(t.id), t.attempt, err))
 	}
 	switch {
+	case c.leaves():
+		return false // left on the host, which is out
 	case c.phase == phaseRunning:
 		// While the pool runs, a removal is retried for as long as it
 		// takes, with a capped backoff: the container stays counted.

@@ -47,8 +47,13 @@ func (p *Pool) watchEvents(first subscription) {
 			}
 			backoff = 100 * time.Millisecond
 		}
-		if !sleep(ctx, backoff) {
-			return
+		select {
+		case <-p.kick: // the host is back: no need to wait
+			backoff = 100 * time.Millisecond
+		default:
+			if !p.sleepOrKick(ctx, backoff) {
+				return
+			}
 		}
 		backoff = min(2*backoff, backoffCap)
 		sub = p.subscribe(since)
@@ -102,6 +107,30 @@ func (p *Pool) eventFilter() filters.Args {
 		filters.Arg("event", "died"),   // Podman
 		filters.Arg("event", "remove"), // Podman
 	)
+}
+
+// sleepOrKick waits d, or until the Group host is back (kickEvents), or
+// until ctx ends (then it returns false).
+func (p *Pool) sleepOrKick(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.kick:
+	case <-ctx.Done():
+		return false
+	}
+	return true
+}
+
+// kickEvents tells the event watcher that the pool's Group host is back:
+// a watcher waiting to subscribe again does so at once. (The stream of a
+// host that went out was ended with the host's epoch, hostClient.)
+func (p *Pool) kickEvents() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // sleep waits d, or until ctx ends (then it returns false).

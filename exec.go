@@ -355,7 +355,7 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 // sandbox), waited for at most oomWait.
 func (c *Container) whyDead(cause error) error {
 	deadline := time.Now().Add(oomWait)
-	for !errors.Is(cause, ErrOutOfMemory) {
+	for !errors.Is(cause, ErrOutOfMemory) && !errors.Is(cause, ErrHostDown) {
 		if c.state.Load()&handleOOM != 0 {
 			return fmt.Errorf("%w: container %s died: %w", ErrContainerDead, shortID(c.id), ErrOutOfMemory)
 		}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Group keeps warm containers of several templates (images or
@@ -32,13 +33,25 @@ type Group struct {
 	wake chan struct{} // a member posted a report
 	done chan struct{} // closed when the owner has exited
 
-	// Owned by the owner goroutine (group_owner.go).
-	core *budgetCore
-	all  map[uint64]*member // every member not yet gone, retired ones included
+	// hosts: GroupConfig.Hosts, or one local host (name "", the group's
+	// MaxSize, never probed) without them. Their state is the owner's.
+	hosts      []*groupHost
+	multi      bool                       // GroupConfig.Hosts is set: Acquire asks the owner for a host
+	dirty      atomic.Pointer[memberLink] // members with a report in their mailbox, pushed by their pools
+	probes     sync.WaitGroup             // the hosts' probers
+	stopProbes context.CancelFunc
+	probeCtx   context.Context
 
-	pools    []*Pool // written by the owner before done is closed: every member to shut down
-	shutOnce sync.Once
-	shutErr  error
+	// Owned by the owner goroutine (group_owner.go).
+	all    map[uint64]*member    // every member not yet gone, retired ones included
+	places map[string]*placement // by template in force: where its Acquires go (group_hosts.go)
+
+	room hostHeap // the healthy hosts, the one with the most room first
+
+	pools     []*Pool      // written by the owner before done is closed: every member to shut down
+	unreached []*groupHost // written by the owner before done is closed: the hosts out at Shutdown
+	shutOnce  sync.Once
+	shutErr   error
 }
 
 // GroupConfig describes a Group.
@@ -59,6 +72,21 @@ type GroupConfig struct {
 	// them, and Update can bring one in later. By default NewGroup fails
 	// with an error naming the template, and nothing is left running.
 	KeepGoing bool
+	// Hosts spreads the group over several Docker daemons: every template
+	// runs a pool on every host (its Config.Client replaced by the host's
+	// Client; its MinIdle, MaxIdle and MaxSize count per host), and each
+	// host's MaxSize is that host's budget, with eviction and warmth per
+	// host. Acquire takes an idle container of the template on any healthy
+	// host first, else makes one on the healthy host with the most room.
+	// With Hosts, MaxSize may be 0 (the sum of the hosts' caps) and must not
+	// be below that sum. Without Hosts, the group runs on each template's
+	// Config.Client (the local daemon by default).
+	Hosts []Host
+	// HostPing bounds each host's health ping (default DefaultHostPing, 1s).
+	// A host whose ping fails or does not answer in time is out of
+	// placement within about two seconds; it is probed with backoff and
+	// back in when it answers. Only used with Hosts.
+	HostPing time.Duration
 }
 
 // Errors of a Group.
@@ -73,7 +101,7 @@ var (
 
 // memberSet is what the owner publishes: immutable once published.
 type memberSet struct {
-	byName map[string]*member
+	byName map[string][]*member // a template's members, by host index
 	broken map[string]error
 	closed bool
 }
@@ -84,6 +112,13 @@ type member struct {
 	template string
 	pool     *Pool
 	link     *memberLink
+	host     *groupHost
+
+	// Placement (group_hosts.go): written by the owner but inflight, which
+	// the caller placed here decrements when its Acquire returns.
+	inflight atomic.Int64 // Acquires placed here and not yet answered
+	idle     int          // idle containers, as its last report said
+	idleAt   int          // its index in its placement's idle list, or -1
 }
 
 // memberLink is a member pool's way to its group: the pool's owner leaves
@@ -94,12 +129,28 @@ type memberLink struct {
 	group *Group
 	mail  chan budgetReport
 	wake  chan struct{}
+
+	// The member is on the group's dirty list (pushed by its pool's owner,
+	// taken off by the group's owner): the group reads only the mailboxes
+	// that have news, whatever the number of members.
+	queued atomic.Bool
+	next   *memberLink
 }
 
 func (l *memberLink) post(r budgetReport) {
 	for {
 		select {
 		case l.mail <- r:
+			if l.queued.CompareAndSwap(false, true) {
+				d := &l.group.dirty
+				for {
+					h := d.Load()
+					l.next = h
+					if d.CompareAndSwap(h, l) {
+						break
+					}
+				}
+			}
 			select {
 			case l.wake <- struct{}{}:
 			default:
@@ -114,31 +165,36 @@ func (l *memberLink) post(r budgetReport) {
 	}
 }
 
-// NewGroup starts a pool for every template and the group that shares
-// MaxSize among them. It fails, naming the template, when a template's
-// configuration is invalid or its pool cannot start (unless KeepGoing).
+// NewGroup starts a pool for every template (on every host, with
+// GroupConfig.Hosts) and the group that shares the budget among them. It
+// fails, naming the template (and the host), when a template's
+// configuration is invalid or its pool cannot start (unless KeepGoing), and
+// when a host is invalid; nothing is then left running.
 func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
-	if cfg.MaxSize <= 0 {
-		return nil, fmt.Errorf("%w: GroupConfig.MaxSize must be positive, not %d", ErrInvalidConfig, cfg.MaxSize)
+	hosts, err := groupHosts(&cfg)
+	if err != nil {
+		return nil, err
 	}
 	if len(cfg.Templates) == 0 {
 		return nil, fmt.Errorf("%w: GroupConfig.Templates is empty", ErrInvalidConfig)
 	}
 	g := &Group{
-		cfg:  cfg,
-		ctrl: make(chan groupReq),
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
-		core: newBudgetCore(cfg.MaxSize, !cfg.StaticWarmth),
-		all:  map[uint64]*member{},
+		cfg:    cfg,
+		ctrl:   make(chan groupReq),
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		hosts:  hosts,
+		multi:  len(cfg.Hosts) > 0,
+		all:    map[uint64]*member{},
+		places: map[string]*placement{},
 	}
-	set := &memberSet{byName: map[string]*member{}, broken: map[string]error{}}
+	set := &memberSet{byName: map[string][]*member{}, broken: map[string]error{}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Templates)) {
-		m, err := g.startMember(ctx, name, cfg.Templates[name], false)
+		ms, err := g.startMembers(ctx, name, cfg.Templates[name], false)
 		switch {
 		case err == nil:
-			set.byName[name] = m
-			g.join(m)
+			set.byName[name] = ms
+			g.join(name, ms)
 		case cfg.KeepGoing:
 			set.broken[name] = err
 		default:
@@ -149,14 +205,32 @@ func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 		}
 	}
 	g.set.Store(set)
+	g.startProbes()
 	go g.run()
 	return g, nil
 }
 
-// startMember starts the pool of template name, linked to the group.
-// renamed: a replacement (Update), whose containers get a name of their own
-// so that neither pool takes the other's for stale.
-func (g *Group) startMember(ctx context.Context, name string, cfg Config, renamed bool) (*member, error) {
+// startMembers starts the pools of template name, one per host, linked
+// to the group; if one cannot start, those started are shut down.
+func (g *Group) startMembers(ctx context.Context, name string, cfg Config, renamed bool) ([]*member, error) {
+	ms := make([]*member, 0, len(g.hosts))
+	for _, h := range g.hosts {
+		m, err := g.startMember(ctx, name, cfg, renamed, h)
+		if err != nil {
+			for _, m := range ms {
+				_ = m.pool.Shutdown(ctx)
+			}
+			return nil, err
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// startMember starts the pool of template name on host h, linked to the
+// group. renamed: a replacement (Update), whose containers get a name of
+// their own so that neither pool takes the other's for stale.
+func (g *Group) startMember(ctx context.Context, name string, cfg Config, renamed bool, h *groupHost) (*member, error) {
 	if name == "" {
 		return nil, fmt.Errorf("%w: a template needs a name", ErrInvalidConfig)
 	}
@@ -167,16 +241,23 @@ func (g *Group) startMember(ctx context.Context, name string, cfg Config, rename
 	if renamed {
 		cfg.Name = fmt.Sprintf("%s-u%d", cfg.Name, id)
 	}
-	if cfg.MaxSize <= 0 || cfg.MaxSize > g.cfg.MaxSize {
-		cfg.MaxSize = g.cfg.MaxSize
+	if cfg.MaxSize <= 0 || cfg.MaxSize > h.maxSize {
+		cfg.MaxSize = h.maxSize
+	}
+	if h.client != nil {
+		cfg.Client = h.client
 	}
 	s, err := resolve(cfg)
 	if err == nil {
+		s.host = h.name
 		s.member = &memberLink{id: id, group: g, mail: make(chan budgetReport, 1), wake: g.wake}
 		var p *Pool
 		if p, err = open(ctx, s); err == nil {
-			return &member{id: id, template: name, pool: p, link: s.member}, nil
+			return &member{id: id, template: name, pool: p, link: s.member, host: h, idleAt: -1}, nil
 		}
+	}
+	if h.name != "" {
+		return nil, fmt.Errorf("dockerpool: group: template %q on host %q: %w", name, h.name, err)
 	}
 	return nil, fmt.Errorf("dockerpool: group: template %q: %w", name, err)
 }
@@ -185,18 +266,25 @@ func (g *Group) startMember(ctx context.Context, name string, cfg Config, rename
 // as Pool.Acquire does. At the group's MaxSize, with nothing idle for
 // template, the least recently used idle container of another template
 // makes room. Give it back with Return (or Remove).
+//
+// With Hosts, it takes an idle container of template on any healthy host
+// first, else waits for one made on the healthy host with the most room
+// (evicting there at the host's cap). A caller waiting on a host that goes
+// out is placed again on another; with no healthy host, Acquire returns an
+// error wrapping ErrHostDown.
 func (g *Group) Acquire(ctx context.Context, template string) (*Container, error) {
+	if g.multi {
+		return g.acquireOnHosts(ctx, template)
+	}
 	for {
 		set := g.set.Load()
-		m, err := set.lookup(template)
+		ms, err := set.lookup(template)
 		if err != nil {
 			return nil, err
 		}
-		c, err := m.pool.Acquire(ctx)
-		if errors.Is(err, ErrPoolShutdown) {
-			if now := g.set.Load(); !now.closed && now.byName[template] != m {
-				continue // replaced by Update meanwhile: ask the new one
-			}
+		c, err := ms[0].pool.Acquire(ctx)
+		if errors.Is(err, ErrPoolShutdown) && set.replaced(template, ms[0]) {
+			continue // replaced by Update meanwhile: ask the new one
 		}
 		if err != nil {
 			return nil, fmt.Errorf("dockerpool: group: template %q: %w", template, err)
@@ -205,12 +293,22 @@ func (g *Group) Acquire(ctx context.Context, template string) (*Container, error
 	}
 }
 
-func (s *memberSet) lookup(template string) (*member, error) {
+// replaced: the member m of template is no longer in force (Update).
+func (s *memberSet) replaced(template string, m *member) bool {
+	now := m.link.group.set.Load()
+	if now.closed {
+		return false
+	}
+	ms := now.byName[template]
+	return m.host.idx >= len(ms) || ms[m.host.idx] != m
+}
+
+func (s *memberSet) lookup(template string) ([]*member, error) {
 	if s.closed {
 		return nil, ErrPoolShutdown
 	}
-	if m := s.byName[template]; m != nil {
-		return m, nil
+	if ms := s.byName[template]; ms != nil {
+		return ms, nil
 	}
 	if err := s.broken[template]; err != nil {
 		return nil, fmt.Errorf("%w: %q: %w", ErrTemplateUnavailable, template, err)
@@ -257,13 +355,22 @@ func (g *Group) poolOf(c *Container) (*Pool, error) {
 
 // WaitIdle blocks until at least n containers of template are idle, as
 // Pool.WaitIdle. Under adaptive warmth a template keeps only its warm
-// target idle: wait for at most its MinIdle.
+// target idle: wait for at most its MinIdle. With Hosts, it waits for n
+// idle on every host (MinIdle counts per host).
 func (g *Group) WaitIdle(ctx context.Context, template string, n int) error {
-	m, err := g.set.Load().lookup(template)
+	ms, err := g.set.Load().lookup(template)
 	if err != nil {
 		return err
 	}
-	return m.pool.WaitIdle(ctx, n)
+	for _, m := range ms {
+		if err := m.pool.WaitIdle(ctx, n); err != nil {
+			if m.host.name != "" {
+				return fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, m.host.name, err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // Templates returns the names of the templates in force, sorted.

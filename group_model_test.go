@@ -115,7 +115,7 @@ func (m *groupModel) step(rt *rapid.T) {
 		}
 	case 5:
 		name := rapid.SampledFrom(m.names).Draw(rt, "update")
-		old := m.g.set.Load().byName[name].pool
+		old := m.g.set.Load().byName[name][0].pool
 		if err := m.g.Update(context.Background(), name, m.template(rt, name)); err != nil {
 			rt.Fatalf("Update: %v", err)
 		}

@@ -24,12 +24,14 @@ type groupReq interface {
 	handle(g *Group, now time.Time) (stop bool)
 }
 
-// joinReq puts a started member in force for its template: replace says
-// whether one must be there already (Update) or must not (AddTemplate).
+// joinReq puts a template's started members (one per host) in force:
+// replace says whether one must be there already (Update) or must not
+// (AddTemplate).
 type joinReq struct {
-	m       *member
-	replace bool
-	reply   chan error
+	template string
+	ms       []*member
+	replace  bool
+	reply    chan error
 }
 
 // leaveReq takes a template out of the group.
@@ -44,9 +46,10 @@ type groupShutdownReq struct{ reply chan struct{} }
 
 // groupView is the owner's side of GroupStats.
 type groupView struct {
-	used, maxSize        int
+	used                 int
 	evictWait, evictWarm int64
-	members              map[string]memberView
+	members              map[string][]memberView
+	hosts                map[string]HostStats
 }
 
 type memberView struct {
@@ -63,7 +66,10 @@ func (g *Group) run() {
 		case <-g.wake:
 			g.drain(time.Now())
 		case now := <-t.C:
-			g.carry(g.core.tick(now))
+			for _, h := range g.hosts {
+				g.carry(h.core.tick(now))
+				g.refreshRoom(h)
+			}
 		case r := <-g.ctrl:
 			if r.handle(g, time.Now()) {
 				close(g.done)
@@ -73,18 +79,37 @@ func (g *Group) run() {
 	}
 }
 
-// drain reads every member's latest report.
+// drain reads the latest report of every member on the dirty list: the
+// cost is the members with news, not all of them.
 func (g *Group) drain(now time.Time) {
-	for _, m := range g.all {
-		select {
-		case r := <-m.link.mail:
-			g.carry(g.core.report(m.id, r, now))
-			if g.core.members[m.id] == nil {
-				delete(g.all, m.id) // retired and stopped
+	for l := g.dirty.Swap(nil); l != nil; {
+		next := l.next
+		l.next = nil
+		l.queued.Store(false) // a report posted from now on pushes it again
+		if m := g.all[l.id]; m != nil {
+			select {
+			case r := <-l.mail:
+				g.take(m, r, now)
+			default:
 			}
-		default:
 		}
+		l = next
 	}
+}
+
+// take hands a member's report to its host's budget and carries out the
+// decisions.
+func (g *Group) take(m *member, r budgetReport, now time.Time) {
+	h := m.host
+	g.carry(h.core.report(m.id, r, now))
+	if h.core.members[m.id] == nil {
+		delete(g.all, m.id) // retired and stopped
+		delete(h.members, m.id)
+		g.unplaceIdle(m)
+	} else {
+		g.noteIdle(m, r.idle)
+	}
+	g.refreshRoom(h)
 }
 
 // carry sends the core's decisions to the members.
@@ -106,11 +131,20 @@ func (g *Group) carry(fx []budgetFx) {
 	}
 }
 
-// join adds a member to the owner's tables (the owner, or NewGroup before
-// the owner runs).
-func (g *Group) join(m *member) {
-	g.all[m.id] = m
-	g.core.add(m.id, m.template, m.pool.cfg.MinIdle, m.pool.cfg.MaxIdle)
+// join adds a template's members to the owner's tables and puts them in
+// placement (the owner, or NewGroup before the owner runs).
+func (g *Group) join(template string, ms []*member) {
+	for _, m := range ms {
+		g.all[m.id] = m
+		m.host.members[m.id] = m
+		m.host.core.add(m.id, m.template, m.pool.cfg.MinIdle, m.pool.cfg.MaxIdle)
+	}
+	if old := g.places[template]; old != nil {
+		for _, m := range old.idle {
+			m.idleAt = -1
+		}
+	}
+	g.places[template] = &placement{byHost: ms}
 }
 
 // publish replaces the set in force with a copy changed by edit.
@@ -121,33 +155,41 @@ func (g *Group) publish(edit func(s *memberSet)) {
 	g.set.Store(s)
 }
 
-// retire takes m out of service: the core gives it nothing more, and its
-// pool starts its shutdown before the owner goes on (so that no Acquire
-// gets one of its containers after the caller hears of the change). Its
-// leased containers are removed as they come back.
-func (g *Group) retire(m *member) {
-	g.core.retire(m.id)
-	m.pool.post(shutdownReq{})
+// retire takes a template's members out of service: the cores give them
+// nothing more, and their pools start their shutdown before the owner goes
+// on (so that no Acquire gets one of their containers after the caller
+// hears of the change). Their leased containers are removed as they come
+// back.
+func (g *Group) retire(ms []*member) {
+	for _, m := range ms {
+		m.host.core.retire(m.id)
+		m.pool.post(shutdownReq{})
+	}
 }
 
 func (r joinReq) handle(g *Group, _ time.Time) bool {
 	set := g.set.Load()
-	old := set.byName[r.m.template]
+	old := set.byName[r.template]
 	switch {
 	case set.closed:
 		r.reply <- ErrPoolShutdown
 		return false
-	case r.replace && old == nil && set.broken[r.m.template] == nil:
-		r.reply <- fmt.Errorf("%w %q (the group has %s)", ErrUnknownTemplate, r.m.template, set.names())
+	case r.replace && old == nil && set.broken[r.template] == nil:
+		r.reply <- fmt.Errorf("%w %q (the group has %s)", ErrUnknownTemplate, r.template, set.names())
 		return false
 	case !r.replace && old != nil:
-		r.reply <- fmt.Errorf("%w: template %q exists already", ErrInvalidConfig, r.m.template)
+		r.reply <- fmt.Errorf("%w: template %q exists already", ErrInvalidConfig, r.template)
 		return false
 	}
-	g.join(r.m)
+	g.join(r.template, r.ms)
+	for _, m := range r.ms {
+		if !m.host.healthy {
+			m.pool.post(hostMsg{err: m.host.downErr})
+		}
+	}
 	g.publish(func(s *memberSet) {
-		s.byName[r.m.template] = r.m
-		delete(s.broken, r.m.template)
+		s.byName[r.template] = r.ms
+		delete(s.broken, r.template)
 	})
 	if old != nil {
 		g.retire(old)
@@ -174,16 +216,30 @@ func (r leaveReq) handle(g *Group, _ time.Time) bool {
 	})
 	if m != nil {
 		g.retire(m)
+		delete(g.places, r.template)
 	}
 	r.reply <- nil
 	return false
 }
 
 func (r groupStatsReq) handle(g *Group, _ time.Time) bool {
-	v := groupView{used: g.core.used(), maxSize: g.core.maxSize, evictWait: g.core.evictWait, evictWarm: g.core.evictWarm, members: map[string]memberView{}}
-	for name, m := range g.set.Load().byName {
-		gm := g.core.members[m.id]
-		v.members[name] = memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm}
+	v := groupView{members: map[string][]memberView{}}
+	for _, h := range g.hosts {
+		v.used += h.core.used()
+		v.evictWait += h.core.evictWait
+		v.evictWarm += h.core.evictWarm
+	}
+	for name, ms := range g.set.Load().byName {
+		for _, m := range ms {
+			gm := m.host.core.members[m.id]
+			v.members[name] = append(v.members[name], memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm})
+		}
+	}
+	if g.multi {
+		v.hosts = map[string]HostStats{}
+		for _, h := range g.hosts {
+			v.hosts[h.name] = h.stats()
+		}
 	}
 	r.reply <- v
 	return false
@@ -193,6 +249,11 @@ func (r groupShutdownReq) handle(g *Group, _ time.Time) bool {
 	g.publish(func(s *memberSet) { s.closed = true })
 	for _, m := range g.all {
 		g.pools = append(g.pools, m.pool)
+	}
+	for _, h := range g.hosts {
+		if !h.healthy {
+			g.unreached = append(g.unreached, h)
+		}
 	}
 	r.reply <- struct{}{}
 	return true
@@ -232,17 +293,19 @@ func (g *Group) AddTemplate(ctx context.Context, template string, cfg Config) er
 }
 
 func (g *Group) add(ctx context.Context, template string, cfg Config, replace bool) error {
-	m, err := g.startMember(ctx, template, cfg, replace)
+	ms, err := g.startMembers(ctx, template, cfg, replace)
 	if err != nil {
 		return err
 	}
 	reply := make(chan error, 1)
-	err, sent := ask(g, joinReq{m: m, replace: replace, reply: reply}, reply)
+	err, sent := ask(g, joinReq{template: template, ms: ms, replace: replace, reply: reply}, reply)
 	if sent != nil {
 		err = sent
 	}
 	if err != nil {
-		_ = m.pool.Shutdown(ctx)
+		for _, m := range ms {
+			_ = m.pool.Shutdown(ctx)
+		}
 	}
 	return err
 }
@@ -257,22 +320,32 @@ func (g *Group) RemoveTemplate(ctx context.Context, template string) error {
 }
 
 // Shutdown stops the group: from its start, Acquire returns ErrPoolShutdown.
-// Every template's pool shuts down in parallel, as Pool.Shutdown describes
-// (ctx ending removes the containers still in use); templates retired by
-// Update or RemoveTemplate are waited for too. Calling it again waits for
-// the same end.
+// Every template's pool (on every host) shuts down in parallel, as
+// Pool.Shutdown describes (ctx ending removes the containers still in
+// use); templates retired by Update or RemoveTemplate are waited for too.
+// With Hosts, what is on a host that is out (or that has not answered when
+// ctx ends) is left there, and the error names those hosts, wrapping
+// ErrHostDown: the next group of the same names removes it by label. Calling
+// it again waits for the same end.
 func (g *Group) Shutdown(ctx context.Context) error {
 	reply := make(chan struct{}, 1)
 	_, _ = ask(g, groupShutdownReq{reply: reply}, reply)
 	<-g.done
 	g.shutOnce.Do(func() {
+		g.stopProbes()
+		g.probes.Wait() // the owner is gone: the hosts are this goroutine's now
+		cut := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { g.cutAll(); close(cut) })
 		errs := make([]error, len(g.pools))
 		var wg sync.WaitGroup
 		for i, p := range g.pools {
 			wg.Go(func() { errs[i] = p.Shutdown(ctx) })
 		}
 		wg.Wait()
-		g.shutErr = errors.Join(errs...)
+		if !stop() {
+			<-cut
+		}
+		g.shutErr = errors.Join(append(g.unreachable(), errs...)...)
 	})
 	return g.shutErr
 }

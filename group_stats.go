@@ -19,6 +19,9 @@ type GroupStats struct {
 	RemovedBy map[RemoveReason]int64
 
 	Templates map[string]TemplateStats
+	// Hosts, with GroupConfig.Hosts: every host's health and load, by
+	// Host.Name. Nil without Hosts.
+	Hosts map[string]HostStats
 }
 
 // TemplateStats is one template's part of GroupStats.
@@ -35,15 +38,25 @@ type TemplateStats struct {
 func (g *Group) Stats() GroupStats {
 	reply := make(chan groupView, 1)
 	v, err := ask(g, groupStatsReq{reply: reply}, reply)
-	st := GroupStats{MaxSize: g.cfg.MaxSize, RemovedBy: map[RemoveReason]int64{}, Templates: map[string]TemplateStats{}}
+	st := GroupStats{MaxSize: g.maxSize(), RemovedBy: map[RemoveReason]int64{}, Templates: map[string]TemplateStats{}}
 	if err != nil {
 		return st
 	}
-	st.Used, st.EvictedForWaiter, st.EvictedForWarmth = v.used, v.evictWait, v.evictWarm
-	for name, m := range v.members {
-		ps := m.pool.Stats()
-		ts := TemplateStats{Stats: ps, WarmTarget: m.target, Evicted: m.evicted,
-			Hits: ps.AcquireCount - ps.ColdAcquireCount, Misses: ps.ColdAcquireCount}
+	st.Used, st.EvictedForWaiter, st.EvictedForWarmth, st.Hosts = v.used, v.evictWait, v.evictWarm, v.hosts
+	for name, ms := range v.members {
+		var ts TemplateStats
+		for i, m := range ms {
+			ps := m.pool.Stats()
+			if i == 0 {
+				ts.Stats = ps
+			} else {
+				ts.Stats.add(ps)
+			}
+			ts.WarmTarget += m.target
+			ts.Evicted += m.evicted
+		}
+		ps := ts.Stats
+		ts.Hits, ts.Misses = ps.AcquireCount-ps.ColdAcquireCount, ps.ColdAcquireCount
 		st.Templates[name] = ts
 		st.Hits += ts.Hits
 		st.Misses += ts.Misses
@@ -53,4 +66,36 @@ func (g *Group) Stats() GroupStats {
 		}
 	}
 	return st
+}
+
+// add sums o into s: a template's pools on several hosts.
+func (s *Stats) add(o Stats) {
+	s.Idle += o.Idle
+	s.InUse += o.InUse
+	s.Creating += o.Creating
+	s.Removing += o.Removing
+	s.Checking += o.Checking
+	s.Waiting += o.Waiting
+	s.Total += o.Total
+	s.AcquireCount += o.AcquireCount
+	s.AcquireDuration += o.AcquireDuration
+	s.EmptyAcquireCount += o.EmptyAcquireCount
+	s.ColdAcquireCount += o.ColdAcquireCount
+	s.CanceledAcquireCount += o.CanceledAcquireCount
+	s.WaitCount += o.WaitCount
+	s.WaitDuration += o.WaitDuration
+	s.Created += o.Created
+	s.CreateErrors += o.CreateErrors
+	s.Adopted += o.Adopted
+	s.Removed += o.Removed
+	s.RemoveErrors += o.RemoveErrors
+	s.DaemonHealthy = s.DaemonHealthy && o.DaemonHealthy
+	rb := make(map[RemoveReason]int64, len(s.RemovedBy))
+	for r, n := range s.RemovedBy {
+		rb[r] = n
+	}
+	for r, n := range o.RemovedBy {
+		rb[r] += n
+	}
+	s.RemovedBy = rb
 }

@@ -65,6 +65,7 @@ type Pool struct {
 	releaseReplies sync.Pool // of chan error
 
 	watcher      sync.WaitGroup // the event watcher and the ticker
+	kick         chan struct{}  // capacity 1: the Group host is back, subscribe to events again now
 	notifierDone chan struct{}  // closed when the OnError goroutine has exited
 	ownerG       atomic.Uint64  // the owner's goroutine, for debug checks
 }

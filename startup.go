@@ -120,6 +120,7 @@ func newPool(s settings, api DockerAPI, imageID string, base context.Context) (*
 		acquireCh:    make(chan acquireReq),
 		releaseCh:    make(chan releaseReq),
 		ctrlCh:       make(chan message),
+		kick:         make(chan struct{}, 1),
 		resultCh:     make(chan message, s.MaxConcurrentDockerOps+s.MaxConcurrentAcquire+1),
 		errCh:        make(chan error, 64),
 		closing:      make(chan struct{}),

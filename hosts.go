@@ -1,0 +1,77 @@
+package dockerpool
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Host is one Docker endpoint of a Group spread over several machines
+// (GroupConfig.Hosts). Each template runs a pool on every host; the group
+// places each Acquire on a healthy host, keeps each host within its own
+// MaxSize, and takes a host that fails or stalls out of placement until it
+// answers again.
+type Host struct {
+	// Name identifies the host: unique among the group's hosts and not
+	// empty. Container.Host returns it, and GroupStats.Hosts is keyed by it.
+	Name string
+	// Client is how to reach that daemon: a *client.Client with its own
+	// host and TLS settings (client.WithHost, client.WithTLSClientConfig,
+	// client.WithAPIVersionNegotiation), or any DockerAPI. It replaces the
+	// templates' Config.Client on this host. Required. The group does not
+	// close it: the caller owns it.
+	Client DockerAPI
+	// MaxSize caps the containers of all templates together on this host:
+	// idle, in use and being made. Required (positive).
+	MaxSize int
+}
+
+// HostStats is one host's part of GroupStats.
+type HostStats struct {
+	Healthy bool      // in placement: its last ping answered within HostPing
+	Since   time.Time // when Healthy last changed (the group's start, if never)
+	Used    int       // containers counted against its MaxSize (all templates), permits on their way included
+	Idle    int       // idle containers on it (all templates)
+	InUse   int       // containers leased on it (all templates)
+	MaxSize int       // its cap (Host.MaxSize)
+	Outages int       // times it was taken out of placement
+	// LastError is the error that took it out last (a failed or late
+	// ping), or "" if it never went out.
+	LastError string
+}
+
+// ErrHostDown is returned, wrapped, for work on a host of a Group that is
+// out of placement (its pings fail or stall): by Exec and the file calls of
+// a container leased there (together with ErrContainerDead: the container
+// is lost to its holder, and the library never runs the command elsewhere),
+// by Acquire when no host is healthy, and by Shutdown for the hosts it
+// could not reach. The error names the host.
+var ErrHostDown = errors.New("dockerpool: host down")
+
+// DefaultHostPing is GroupConfig.HostPing's default.
+const DefaultHostPing = time.Second
+
+// Host returns the name of the Group host the container runs on
+// (Host.Name), or "" for a container of a plain Pool or of a Group without
+// Hosts.
+func (c *Container) Host() string { return c.pool.cfg.host }
+
+// validateHosts checks GroupConfig.Hosts; every error wraps
+// ErrInvalidConfig and names the host.
+func validateHosts(hosts []Host) error {
+	seen := map[string]bool{}
+	for i, h := range hosts {
+		switch {
+		case h.Name == "":
+			return fmt.Errorf("%w: GroupConfig.Hosts[%d] has no Name", ErrInvalidConfig, i)
+		case seen[h.Name]:
+			return fmt.Errorf("%w: GroupConfig.Hosts: host %q appears twice", ErrInvalidConfig, h.Name)
+		case h.Client == nil:
+			return fmt.Errorf("%w: GroupConfig.Hosts: host %q has no Client", ErrInvalidConfig, h.Name)
+		case h.MaxSize <= 0:
+			return fmt.Errorf("%w: GroupConfig.Hosts: host %q: MaxSize must be positive, not %d", ErrInvalidConfig, h.Name, h.MaxSize)
+		}
+		seen[h.Name] = true
+	}
+	return nil
+}
