@@ -223,10 +223,10 @@ func InCgroup(name string) map[int]string {
 		if err != nil || !hasComponent(b, needle) {
 			continue
 		}
-		if zombie(pid) {
-			continue
-		}
 		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if len(cmd) == 0 || zombie(pid) {
+			continue // dead, or dying: its memory is gone already
+		}
 		out[pid] = strings.ReplaceAll(string(cmd), "\x00", " ")
 	}
 	return out
