@@ -188,13 +188,13 @@ func TestHostsGroupRoutesAroundEachFault(t *testing.T) {
 		}
 	})
 
-	var all []faultFigures
+	var all hostsFiguresFile
 	for _, f := range hostFaults {
 		// Each subtest undoes its fault, even when it fails: the next one
 		// starts from three healthy hosts (or fails saying they are not).
 		t.Run(f.name, func(t *testing.T) {
 			fig := runHostFault(t, g, h, tmpl, f)
-			all = append(all, fig)
+			all.Faults = append(all.Faults, fig)
 			t.Logf("FIGURES %s", fig)
 		})
 	}
@@ -205,23 +205,24 @@ func TestHostsGroupRoutesAroundEachFault(t *testing.T) {
 	start := time.Now()
 	err := g.Shutdown(ctx)
 	shut = true
+	all.ShutdownMS = ms(time.Since(start))
 	if err != nil {
 		t.Errorf("Shutdown with every host healthy: %v", err)
 	}
-	t.Logf("Shutdown with every host healthy took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("FIGURES shutdown with every host healthy: %v, in %.0fms", err, all.ShutdownMS)
 	for i, d := range h.Daemons {
 		if left, err := labelled(ctx, d.TCP, tmpl.Name); err != nil || len(left) > 0 {
 			t.Errorf("after Shutdown: %d containers of the group left on %s (%v)", len(left), hostName(i), err)
 		}
 	}
-	shutdownWithAHostDown(t, h, ref)
+	all.ShutdownDownMS = shutdownWithAHostDown(t, h, ref)
 	writeHostsFigures(t, all)
 }
 
 // shutdownWithAHostDown: a group whose host is out (SIGSTOP) shuts down
 // promptly, leaves what is there, and says so naming the host; the next
 // group of the same name removes what was left, once the host is back.
-func shutdownWithAHostDown(t *testing.T, h *testdaemon.Hosts, ref string) {
+func shutdownWithAHostDown(t *testing.T, h *testdaemon.Hosts, ref string) float64 {
 	tmpl := dockerpooltest.Config(t, dockerpool.Config{Image: dockerpool.ImageConfig{Name: ref}, MinIdle: 1, MaxIdle: 2})
 	g := hostsGroup(t, h, tmpl)
 	d, name := h.Daemons[1], hostName(1)
@@ -240,7 +241,7 @@ func shutdownWithAHostDown(t *testing.T, h *testdaemon.Hosts, ref string) {
 	start := time.Now()
 	err := g.Shutdown(ctx)
 	took := time.Since(start)
-	t.Logf("FIGURES shutdown with %s down: %v, in %v", name, err, took.Round(time.Millisecond))
+	t.Logf("FIGURES shutdown with %s down: in %.0fms: %v", name, ms(took), err)
 	if !errors.Is(err, dockerpool.ErrHostDown) || !strings.Contains(err.Error(), `"`+name+`"`) {
 		t.Errorf("Shutdown with %s down: err = %v; want ErrHostDown naming it", name, err)
 	}
@@ -274,6 +275,7 @@ func shutdownWithAHostDown(t *testing.T, h *testdaemon.Hosts, ref string) {
 			t.Errorf("after the next group's Shutdown: %d containers left on %s (%v)", len(left), hostName(i), err)
 		}
 	}
+	return ms(took)
 }
 
 // runHostFault does one fault under a stream of Acquire+Exec+Return and
@@ -664,7 +666,14 @@ func (s *hostStream) during(from, to time.Time, host string) streamFigures {
 	return r
 }
 
-func writeHostsFigures(t *testing.T, all []faultFigures) {
+// hostsFiguresFile is what $DOCKERPOOL_HOSTS_FIGURES gets.
+type hostsFiguresFile struct {
+	Faults         []faultFigures `json:"faults"`
+	ShutdownMS     float64        `json:"shutdown_ms"`           // every host healthy
+	ShutdownDownMS float64        `json:"shutdown_host_down_ms"` // one host stopped (SIGSTOP)
+}
+
+func writeHostsFigures(t *testing.T, all hostsFiguresFile) {
 	path := os.Getenv(hostsFigures)
 	if path == "" {
 		return
