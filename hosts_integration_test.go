@@ -94,6 +94,7 @@ type faultFigures struct {
 	RemoveMS      float64 `json:"remove_ms"`
 	CleanMS       float64 `json:"clean_ms"` // back → the host has nothing the group left there
 	Leftovers     int     `json:"leftovers"`
+	LastError     string  `json:"last_error"` // HostStats.LastError: what took it out
 }
 
 func (f faultFigures) String() string {
@@ -303,6 +304,7 @@ func runHostFault(t *testing.T, g *dockerpool.Group, h *testdaemon.Hosts, tmpl d
 	}()
 	testwait.Recv(t, execStarted, 5*time.Second, "the in-flight Exec's goroutine started")
 
+	before := g.Stats().Hosts[name]
 	w := watchHealth(g, name)
 	defer w.stop(t)
 	s := newHostStream(g)
@@ -371,6 +373,11 @@ func runHostFault(t *testing.T, g *dockerpool.Group, h *testdaemon.Hosts, tmpl d
 	fig.BackMS = ms(back.Sub(undo))
 	s.stop(t)
 	stopped = true
+	if after := g.Stats().Hosts[name]; after.Outages != before.Outages+1 || after.LastError == "" || !after.Healthy {
+		t.Errorf("%s: GroupStats.Hosts[%s] before %+v, after %+v: want one more outage, its error, healthy again", f.name, name, before, after)
+	} else {
+		fig.LastError = after.LastError
+	}
 
 	r := s.during(fault, undo, name)
 	fig.Acquires, fig.AcquireP50MS, fig.AcquireP99MS, fig.AcquireMaxMS = r.n, ms(r.p50), ms(r.p99), ms(r.max)
