@@ -304,7 +304,8 @@ func runHostFault(t *testing.T, g *dockerpool.Group, h *testdaemon.Hosts, tmpl d
 	}()
 	testwait.Recv(t, execStarted, 5*time.Second, "the in-flight Exec's goroutine started")
 
-	before := g.Stats().Hosts[name]
+	beforeAll := g.Stats().Hosts
+	before := beforeAll[name]
 	w := watchHealth(g, name)
 	defer w.stop(t)
 	s := newHostStream(g)
@@ -377,6 +378,11 @@ func runHostFault(t *testing.T, g *dockerpool.Group, h *testdaemon.Hosts, tmpl d
 		t.Errorf("%s: GroupStats.Hosts[%s] before %+v, after %+v: want one more outage, its error, healthy again", f.name, name, before, after)
 	} else {
 		fig.LastError = after.LastError
+	}
+	for other, st := range g.Stats().Hosts {
+		if other != name && (st.Outages != beforeAll[other].Outages || !st.Healthy) {
+			t.Errorf("%s of %s: %s went out too (before %+v, after %+v)", f.name, name, other, beforeAll[other], st)
+		}
 	}
 
 	r := s.during(fault, undo, name)
