@@ -81,7 +81,7 @@ func TestHostsACreationCutByAnOutageIsRemovedSoonAfterTheHostIsBack(t *testing.T
 		a, b := &stoppedHost{Fake: fakedocker.New(fakeImage)}, fakedocker.New(fakeImage)
 		const dockerTimeout = 5 * time.Second
 		g, err := NewGroup(ctx, GroupConfig{StaticWarmth: true,
-			Hosts: []Host{{Name: "a", Client: a, MaxSize: 3}, {Name: "b", Client: b, MaxSize: 3}},
+			Hosts:     []Host{{Name: "a", Client: a, MaxSize: 3}, {Name: "b", Client: b, MaxSize: 3}},
 			Templates: map[string]Config{"t": testConfig(Config{MinIdle: 1, MaxIdle: 2, DockerTimeout: dockerTimeout})}})
 		if err != nil {
 			t.Fatal(err)
