@@ -60,7 +60,8 @@ func TestGVisor(t *testing.T) {
 	runsc := runscPath(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	d, err := testdaemon.Start(ctx, "gvisor", testdaemon.Options{
+	// A name of its own: another run on this machine may run TestGVisor.
+	d, err := testdaemon.Start(ctx, "gvisor-"+testdaemon.NewRun(), testdaemon.Options{
 		Runtimes:       map[string]testdaemon.Runtime{"runsc": {Path: runsc, Args: []string{"--network=none"}}},
 		DefaultRuntime: "runsc",
 	})

@@ -236,17 +236,20 @@ func (d *Daemon) addLink() error {
 		return err
 	}
 	ns := NetnsPrefix + d.Name
-	d.veth = vethName(ns)
+	veth := vethName(ns)
 	steps := [][]string{
-		{"link", "add", d.veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"addr", "add", hostIP.String() + "/30", "dev", d.veth},
-		{"link", "set", d.veth, "up"},
+		{"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"addr", "add", hostIP.String() + "/30", "dev", veth},
+		{"link", "set", veth, "up"},
 		{"-n", ns, "addr", "add", nsIP.String() + "/30", "dev", "eth0"},
 		{"-n", ns, "link", "set", "eth0", "up"},
 	}
-	for _, s := range steps {
+	for i, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
 			return fmt.Errorf("testdaemon: ip %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+		if i == 0 {
+			d.veth = veth // made: it is this daemon's to delete
 		}
 	}
 	d.IP = nsIP

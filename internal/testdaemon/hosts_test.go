@@ -199,3 +199,32 @@ func TestHostsAreReachedOverTLSOnly(t *testing.T) {
 		t.Fatalf("ip netns list does not show %s: %v: %s", testdaemon.NetnsPrefix+d.Name, err, out)
 	}
 }
+
+// TestStartLeavesADaemonOfTheSameNameAlone: a directory of the name that
+// exists (another run's daemon) makes Start fail, and touches nothing of
+// it: no file removed, no namespace deleted.
+func TestStartLeavesADaemonOfTheSameNameAlone(t *testing.T) {
+	name := "taken-" + testdaemon.NewRun()
+	dir := testdaemon.DirPrefix + name
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	marker := dir + "/theirs"
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := testdaemon.Start(ctx, name, testdaemon.Options{})
+	if err == nil {
+		_ = d.Stop()
+		t.Fatalf("Start of %s, whose directory exists, succeeded", name)
+	}
+	if !strings.Contains(err.Error(), "in use") {
+		t.Errorf("err = %v; want it to say the directory is in use", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the failed Start removed what was there: %v", err)
+	}
+}

@@ -68,6 +68,8 @@ type Daemon struct {
 	Remote string
 	TCP    *client.Client
 
+	owned  bool     // its directory was made by this Daemon: cleanup may remove it
+	nsMade bool     // its namespace was made by this Daemon
 	args   []string // dockerd's flags besides the common ones
 	cgroup string   // the containers' cgroup parent, when set
 	veth   string   // the host's end of the link, when there is one
@@ -108,6 +110,13 @@ func cmpOr(d, def time.Duration) time.Duration {
 
 // prepare makes the directory, the config file and the namespace.
 func (d *Daemon) prepare(opts Options) error {
+	// The directory is claimed first, exclusively: a daemon of the same
+	// name may run for another test run on this machine (two engineers,
+	// two go test), and a failed start must not clean up what is theirs.
+	if err := os.Mkdir(d.Dir, 0o700); err != nil {
+		return fmt.Errorf("testdaemon: %s is in use (by another run's daemon %q, or left by a dead one: .ci/run's cleanup removes those): %w", d.Dir, d.Name, err)
+	}
+	d.owned = true
 	for _, sub := range []string{"data", "exec"} {
 		if err := os.MkdirAll(filepath.Join(d.Dir, sub), 0o700); err != nil {
 			return err
@@ -129,6 +138,7 @@ func (d *Daemon) prepare(opts Options) error {
 	if out, err := exec.Command("ip", "netns", "add", NetnsPrefix+d.Name).CombinedOutput(); err != nil {
 		return fmt.Errorf("testdaemon: ip netns add %s: %v: %s", NetnsPrefix+d.Name, err, out)
 	}
+	d.nsMade = true
 	if out, err := exec.Command("ip", "-n", NetnsPrefix+d.Name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		return fmt.Errorf("testdaemon: lo up in %s: %v: %s", NetnsPrefix+d.Name, err, out)
 	}
@@ -248,14 +258,19 @@ func (d *Daemon) cleanup() error {
 	if d.log != nil {
 		d.log.Close()
 	}
+	if !d.owned {
+		return nil // another's: touch nothing
+	}
 	var errs []error
 	unmountUnder(d.Dir)
 	if err := os.RemoveAll(d.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, d.removeLink())
-	if out, err := exec.Command("ip", "netns", "delete", NetnsPrefix+d.Name).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
-		errs = append(errs, fmt.Errorf("testdaemon: ip netns delete: %v: %s", err, out))
+	if d.nsMade {
+		if out, err := exec.Command("ip", "netns", "delete", NetnsPrefix+d.Name).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+			errs = append(errs, fmt.Errorf("testdaemon: ip netns delete: %v: %s", err, out))
+		}
 	}
 	errs = append(errs, removeCgroups(d.cgroup))
 	return errors.Join(errs...)
