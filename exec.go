@@ -323,18 +323,6 @@ func (op *operation) finish(o outcome, limit int) error {
 // turned out to be dead.
 func (op *operation) describe(o outcome, limit int) (error, bool) {
 	switch {
-	case errors.Is(o.err, ErrHostDown) || errors.Is(o.cause, ErrHostDown) && !errors.Is(o.cause, ErrContainerDead):
-		// A Docker call cut short because the container's Group host went
-		// out (hostClient's epoch), to start the command or to inspect it
-		// once its stream broke: the container is lost to its holder, as
-		// for the operations the owner ends (handleHostDown). The check
-		// below could not tell: the inspect is cut too.
-		why := o.err
-		if why == nil {
-			why = o.cause
-		}
-		op.c.setFlags(handleDead | handleHostDown)
-		return fmt.Errorf("dockerpool: %s: %w: container %s: %w", op.what, ErrContainerDead, shortID(op.c.id), why), true
 	case o.err != nil:
 		// A container that is gone or stopped is marked dead on the handle,
 		// so that later operations fail at once and Return discards it.
