@@ -302,6 +302,10 @@ func (op *operation) end() {
 // when the command ended by itself.
 func (op *operation) finish(o outcome, limit int) error {
 	err, dead := op.describe(o, limit)
+	if errors.Is(err, ErrHostDown) && !errors.Is(err, ErrContainerDead) {
+		// The host's calls were cut before the owner marked the handle.
+		err, dead = fmt.Errorf("%w: container %s: %w", ErrContainerDead, shortID(op.c.id), err), true
+	}
 	left := o.left
 	if op.partial && o.cause != nil {
 		left = errors.Join(left, errPartialKill)

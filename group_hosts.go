@@ -232,19 +232,31 @@ func (g *Group) unplaceIdle(m *member) {
 // pick chooses the member of p an Acquire goes to: one with an idle
 // container not promised to an Acquire already placed there, else the one
 // on the healthy host with the most room; nil with no healthy host.
-func (g *Group) pick(p *placement) *member {
+// avoid, if not nil, is a host whose pool just turned the caller away.
+func (g *Group) pick(p *placement, avoid *groupHost) *member {
 	n := len(p.idle)
 	for i := range n {
 		m := p.idle[(p.next+i)%n]
-		if int64(m.idle) > m.inflight.Load() {
+		if m.host != avoid && int64(m.idle) > m.inflight.Load() {
 			p.next = (p.next + i + 1) % n
 			return m
 		}
 	}
-	if len(g.room) == 0 {
-		return nil
+	// The most room, less the Acquires placed there and not yet answered
+	// (the reports lag): a scan of the healthy hosts. TODO: index it (the
+	// heap orders by reported room only).
+	var best *member
+	bestRoom := 0
+	for _, h := range g.room {
+		if h == avoid {
+			continue
+		}
+		m := p.byHost[h.idx]
+		if r := h.room - int(m.inflight.Load()); best == nil || r > bestRoom {
+			best, bestRoom = m, r
+		}
 	}
-	return p.byHost[g.room[0].idx]
+	return best
 }
 
 // refreshRoom recomputes h's free room and its place in the heap.
@@ -260,12 +272,13 @@ func (g *Group) refreshRoom(h *groupHost) {
 // hostHeap orders the healthy hosts by free room, the most first.
 type hostHeap []*groupHost
 
-func (q hostHeap) Len() int { return len(q) }
-func (q hostHeap) Less(i, j int) bool {
-	if q[i].room != q[j].room {
-		return q[i].room > q[j].room
+func (q hostHeap) Len() int           { return len(q) }
+func (q hostHeap) Less(i, j int) bool { return q.less(q[i], q[j]) }
+func (hostHeap) less(a, b *groupHost) bool {
+	if a.room != b.room {
+		return a.room > b.room
 	}
-	return q[i].idx < q[j].idx
+	return a.idx < b.idx
 }
 func (q hostHeap) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
@@ -288,6 +301,7 @@ func (q *hostHeap) Pop() any {
 // placeReq asks the owner where an Acquire of template goes.
 type placeReq struct {
 	template string
+	avoid    *groupHost
 	reply    chan placeReply
 }
 
@@ -303,7 +317,7 @@ func (r placeReq) handle(g *Group, _ time.Time) bool {
 		r.reply <- placeReply{err: cmpErr(err, ErrPoolShutdown)}
 		return false
 	}
-	m := g.pick(p)
+	m := g.pick(p, r.avoid)
 	if m == nil {
 		r.reply <- placeReply{err: fmt.Errorf("%w: no healthy host (of %d)", ErrHostDown, len(g.hosts))}
 		return false
@@ -323,12 +337,13 @@ func cmpErr(err, def error) error {
 // acquireOnHosts is Acquire with Hosts: the owner places the caller, and a
 // caller turned away by a host that went out meanwhile is placed again.
 func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container, error) {
-	for {
+	var avoid *groupHost
+	for tries := 0; ; tries++ {
 		if _, err := g.set.Load().lookup(template); err != nil {
 			return nil, err
 		}
 		reply := make(chan placeReply, 1)
-		pl, err := ask(g, placeReq{template: template, reply: reply}, reply)
+		pl, err := ask(g, placeReq{template: template, avoid: avoid, reply: reply}, reply)
 		if err == nil {
 			err = pl.err
 		}
@@ -343,6 +358,10 @@ func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container
 		}
 		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, pl.m)) {
 			continue // the host went out, or Update replaced the template: place it again
+		}
+		if ctx.Err() == nil && errors.Is(err, ErrDaemonUnavailable) && tries < len(g.hosts) {
+			avoid = pl.m.host // its pool saw its daemon fail before the prober did: try another
+			continue
 		}
 		return nil, fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, pl.m.host.name, err)
 	}

@@ -93,6 +93,10 @@ type Fake struct {
 	calls      map[Op]int
 	subs       []*sub
 	history    []pastEvent // the last events, for replays (Since)
+
+	// A host-wide fault (Stall, Fail), applied to every call after Hook.
+	stalled chan struct{} // non-nil while stalled: closed by Heal
+	failErr error
 }
 
 type sub struct {
@@ -127,7 +131,50 @@ func (f *Fake) enter(ctx context.Context, op Op, id string) error {
 			return err
 		}
 	}
+	f.mu.Lock()
+	stalled, failErr := f.stalled, f.failErr
+	f.mu.Unlock()
+	if failErr != nil {
+		return failErr
+	}
+	if stalled != nil {
+		select {
+		case <-stalled:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return ctx.Err()
+}
+
+// Stall makes the daemon stop answering, as behind a network that drops
+// its packets: every call blocks until its ctx ends or Heal. Event streams
+// open stay open and deliver nothing new.
+func (f *Fake) Stall() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stalled == nil {
+		f.stalled = make(chan struct{})
+	}
+}
+
+// Fail makes every call fail at once with err, as a daemon that refuses
+// connections.
+func (f *Fake) Fail(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failErr = err
+}
+
+// Heal ends Stall and Fail: calls blocked by Stall go on.
+func (f *Fake) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stalled != nil {
+		close(f.stalled)
+		f.stalled = nil
+	}
+	f.failErr = nil
 }
 
 func notFound(what, id string) error {
