@@ -13,6 +13,10 @@
 // directory (a containerd-shim, runsc-sandbox and runsc-gofer of a failed
 // start), unmounts what is left under it, removes it and the namespace.
 // Nothing is ever killed by name, and the machine's daemon is never touched.
+// A start claims its directory first (it must not exist): a name already in
+// use, by another test run on the machine, fails the start, and nothing of
+// the other daemon is touched. StartHosts (hosts.go) starts daemons that
+// stand for remote hosts, with faults (faults.go).
 package testdaemon
 
 import (
