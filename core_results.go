@@ -191,9 +191,20 @@ func (c *core) reconciled(m reconciledMsg, now time.Time) {
 		return
 	}
 	running := map[string]bool{}
+	settle := c.lim.dockerTimeout + 2*time.Second
 	for _, f := range m.found {
 		running[f.id] = f.running
-		if _, ok := c.known[f.id]; ok || !f.ours || now.Sub(f.created) < c.lim.dockerTimeout+2*time.Second {
+		if _, ok := c.known[f.id]; ok || !f.ours {
+			continue
+		}
+		if age := now.Sub(f.created); age < settle {
+			// Perhaps a creation still in flight: look again once no
+			// creation sent before the list can be, rather than at the next
+			// periodic reconcile (a creation a host's outage cut short is
+			// finished by the daemon when the host is back).
+			if at := f.created.Add(settle); at.Before(c.reconcileAt) {
+				c.reconcileAt = at
+			}
 			continue
 		}
 		// Ours, unknown, and older than any creation still in flight: a
