@@ -211,6 +211,9 @@ type settings struct {
 	agent      *AgentConfig // a copy with defaults, or nil
 	member     *memberLink  // set when the pool is a Group's member
 	host       string       // the Group host it runs on (Host.Name), or ""
+	// hostVerdict: how long the group may take to take the host out once
+	// it stops answering (HostPing + the time between pings), or 0.
+	hostVerdict time.Duration
 	// gvisor: the containers run under gVisor (HostConfig.Runtime, or the
 	// daemon's default runtime), whose file cache the host does not see:
 	// file transfers then never use Docker's archive API.

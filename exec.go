@@ -8,6 +8,8 @@ import (
 	"io"
 	"syscall"
 	"time"
+
+	"github.com/docker/docker/client"
 )
 
 // ExecOptions tunes one command. The zero value runs the command with no
@@ -348,9 +350,36 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 	case errors.Is(o.cause, ErrCPUTimeExceeded):
 		return fmt.Errorf("%w: %s used %v of CPU (limit %v)", ErrCPUTimeExceeded, op.what, (o.usage.User + o.usage.System).Round(time.Millisecond), o.limitCPU), false
 	case o.cause != nil:
+		if why := op.c.hostVerdict(o.cause); why != nil {
+			return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.cause), true
+		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.cause), false
 	}
 	return nil, false
+}
+
+// hostVerdict, for an operation cut because its Group host stopped
+// answering (a killed daemon refuses connections before the group's
+// prober notices), waits for the group's verdict: the handle's death with
+// the host's, ErrContainerDead wrapping ErrHostDown. nil when the pool is
+// on no Group host, the error is not a lost connection, or the host stays
+// in placement.
+func (c *Container) hostVerdict(cause error) error {
+	wait := c.pool.cfg.hostVerdict
+	if wait <= 0 || !client.IsErrConnectionFailed(cause) && !errors.Is(cause, syscall.ECONNREFUSED) && !errors.Is(cause, syscall.ECONNRESET) {
+		return nil
+	}
+	life := c.lifeContext()
+	t := time.NewTimer(wait + 500*time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-life.Done():
+		if why := context.Cause(life); errors.Is(why, ErrHostDown) {
+			return why
+		}
+	case <-t.C:
+	}
+	return nil
 }
 
 // whyDead says why the container died under a running operation: the

@@ -250,6 +250,9 @@ func (g *Group) startMember(ctx context.Context, name string, cfg Config, rename
 	s, err := resolve(cfg)
 	if err == nil {
 		s.host = h.name
+		if h.name != "" {
+			s.hostVerdict = g.cfg.HostPing + hostPingEvery
+		}
 		s.member = &memberLink{id: id, group: g, mail: make(chan budgetReport, 1), wake: g.wake}
 		var p *Pool
 		if p, err = open(ctx, s); err == nil {
