@@ -88,6 +88,8 @@ type GroupConfig struct {
 	// placement within about two seconds; it is probed with backoff and
 	// back in when it answers. Only used with Hosts.
 	HostPing time.Duration
+
+	meter *ownerMeter // benchmarks: the owner's time per message (group_owner.go)
 }
 
 // Errors of a Group.

@@ -62,15 +62,20 @@ func (g *Group) run() {
 	t := time.NewTicker(groupTick)
 	defer t.Stop()
 	for {
+		var now time.Time
+		msgs := 1
 		select {
 		case <-g.wake:
-			g.drain(time.Now())
-		case now := <-t.C:
+			now = time.Now()
+			msgs = g.drain(now)
+		case <-t.C:
+			now = time.Now()
 			for _, h := range g.hosts {
 				g.decided(h, h.core.tick(now))
 			}
 		case r := <-g.ctrl:
-			if r.handle(g, time.Now()) {
+			now = time.Now()
+			if r.handle(g, now) {
 				close(g.done)
 				return
 			}
@@ -78,12 +83,26 @@ func (g *Group) run() {
 		if len(g.queue) > 0 {
 			g.serveQueue()
 		}
+		if m := g.cfg.meter; m != nil {
+			m.busy += time.Since(now)
+			m.msgs += int64(msgs)
+		}
 	}
 }
 
+// ownerMeter adds up the group owner's time handling messages (a report
+// read, a request, a tick), for the benchmarks: written by the owner, read
+// once it has exited.
+type ownerMeter struct {
+	busy time.Duration
+	msgs int64
+}
+
 // drain reads the latest report of every member on the dirty list: the
-// cost is the members with news, not all of them.
-func (g *Group) drain(now time.Time) {
+// cost is the members with news, not all of them. It returns how many it
+// read.
+func (g *Group) drain(now time.Time) int {
+	n := 0
 	for l := g.dirty.Swap(nil); l != nil; {
 		next := l.next
 		l.next = nil
@@ -92,11 +111,13 @@ func (g *Group) drain(now time.Time) {
 			select {
 			case r := <-l.mail:
 				g.take(m, r, now)
+				n++
 			default:
 			}
 		}
 		l = next
 	}
+	return n
 }
 
 // take hands a member's report to its host's budget and carries out the
