@@ -21,6 +21,7 @@ type budget struct {
 	wantWait int           // creations for waiting callers that wait for a permit
 	wantWarm int           // creations for MinIdle that wait for a permit
 	coldWait time.Duration // total wait of the cold starts
+	asked    int64         // Acquire requests received so far (the group's placements that arrived)
 	coming   int           // waiting callers with a creation or a check on its way
 	fresh    int           // permits granted in this step, not yet spent
 	last     budgetReport
@@ -34,6 +35,7 @@ const maxReportedWaits = 64
 type budgetReport struct {
 	held               int   // permits held
 	grants, evicts     int64 // permits received, evictions handled
+	asked              int64 // Acquire requests received
 	wantWait, wantWarm int
 	waitSince          []time.Time // arrival of the callers behind wantWait, oldest first
 	idle, inUse        int
@@ -44,7 +46,7 @@ type budgetReport struct {
 }
 
 func (r budgetReport) same(o budgetReport) bool {
-	return r.held == o.held && r.grants == o.grants && r.evicts == o.evicts &&
+	return r.held == o.held && r.grants == o.grants && r.evicts == o.evicts && r.asked == o.asked &&
 		r.wantWait == o.wantWait && r.wantWarm == o.wantWarm && r.idle == o.idle && r.inUse == o.inUse &&
 		r.lruIdle.Equal(o.lruIdle) && r.acquires == o.acquires && r.misses == o.misses &&
 		r.missWait == o.missWait && r.stopped == o.stopped && slices.EqualFunc(r.waitSince, o.waitSince, time.Time.Equal)
@@ -113,7 +115,7 @@ func (c *core) giveBack() {
 // budgetNews is the report of this step, or nil when it says nothing new.
 func (c *core) budgetNews() *budgetReport {
 	r := budgetReport{
-		held: c.bud.permits, grants: c.bud.grants, evicts: c.bud.evicts,
+		held: c.bud.permits, grants: c.bud.grants, evicts: c.bud.evicts, asked: c.bud.asked,
 		wantWait: c.bud.wantWait, wantWarm: c.bud.wantWarm,
 		idle: len(c.idle), inUse: len(c.leased),
 		acquires: c.st.AcquireCount, misses: c.st.ColdAcquireCount, missWait: c.bud.coldWait,

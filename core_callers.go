@@ -12,6 +12,7 @@ import (
 
 // acquire hands out the top idle container, or queues the caller.
 func (c *core) acquire(reply chan acquireReply, now time.Time) {
+	c.bud.asked++
 	if c.phase != phaseRunning {
 		c.refuse(reply, ErrPoolShutdown)
 		return
@@ -128,6 +129,10 @@ func (c *core) release(r releaseReq, now time.Time) {
 func (c *core) waitIdle(r idleWaitReq) {
 	if c.phase != phaseRunning {
 		c.answer(r.reply, ErrPoolShutdown)
+		return
+	}
+	if c.hostDown != nil {
+		c.answer(r.reply, c.hostDown)
 		return
 	}
 	c.idleWaits = append(c.idleWaits, r)

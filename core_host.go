@@ -40,6 +40,10 @@ func (c *core) hostChange(err error, now time.Time) {
 		return
 	}
 	c.failWaiters(err)
+	for _, w := range c.idleWaits {
+		c.answer(w.reply, err)
+	}
+	c.idleWaits = nil
 	for _, s := range c.leased {
 		s.dead = true
 		c.flag(s, handleDead|handleHostDown)

@@ -46,7 +46,8 @@ type Group struct {
 	all    map[uint64]*member    // every member not yet gone, retired ones included
 	places map[string]*placement // by template in force: where its Acquires go (group_hosts.go)
 
-	room hostHeap // the healthy hosts, the one with the most room first
+	room  hostHeap       // the healthy hosts, the one with the most room first
+	queue []*placeTicket // callers waiting for room on any host, oldest first
 
 	pools     []*Pool      // written by the owner before done is closed: every member to shut down
 	unreached []*groupHost // written by the owner before done is closed: the hosts out at Shutdown
@@ -87,6 +88,8 @@ type GroupConfig struct {
 	// placement within about two seconds; it is probed with backoff and
 	// back in when it answers. Only used with Hosts.
 	HostPing time.Duration
+
+	meter *ownerMeter // benchmarks: the owner's time per message (group_owner.go)
 }
 
 // Errors of a Group.
@@ -114,11 +117,10 @@ type member struct {
 	link     *memberLink
 	host     *groupHost
 
-	// Placement (group_hosts.go): written by the owner but inflight, which
-	// the caller placed here decrements when its Acquire returns.
-	inflight atomic.Int64 // Acquires placed here and not yet answered
-	idle     int          // idle containers, as its last report said
-	idleAt   int          // its index in its placement's idle list, or -1
+	// Placement (group_place.go), the owner's.
+	placed      int64 // Acquires placed here (less those that never reached the pool)
+	need, spare int   // what it adds to its host's need and spare
+	idleAt      int   // its index in its placement's idle list, or -1
 }
 
 // memberLink is a member pool's way to its group: the pool's owner leaves
@@ -359,19 +361,33 @@ func (g *Group) poolOf(c *Container) (*Pool, error) {
 // WaitIdle blocks until at least n containers of template are idle, as
 // Pool.WaitIdle. Under adaptive warmth a template keeps only its warm
 // target idle: wait for at most its MinIdle. With Hosts, it waits for n
-// idle on every host (MinIdle counts per host).
+// idle on every healthy host (MinIdle counts per host): a host that is out
+// of placement, or goes out meanwhile, is not waited for; with no healthy
+// host it returns an error wrapping ErrHostDown.
 func (g *Group) WaitIdle(ctx context.Context, template string, n int) error {
 	ms, err := g.set.Load().lookup(template)
 	if err != nil {
 		return err
 	}
+	waited := false
 	for _, m := range ms {
-		if err := m.pool.WaitIdle(ctx, n); err != nil {
+		if !m.host.up.Load() {
+			continue
+		}
+		err := m.pool.WaitIdle(ctx, n)
+		if errors.Is(err, ErrHostDown) && ctx.Err() == nil {
+			continue // out while we waited
+		}
+		waited = waited || err == nil
+		if err != nil {
 			if m.host.name != "" {
 				return fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, m.host.name, err)
 			}
 			return err
 		}
+	}
+	if !waited {
+		return fmt.Errorf("dockerpool: group: template %q: %w: no healthy host (of %d)", template, ErrHostDown, len(ms))
 	}
 	return nil
 }

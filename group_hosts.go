@@ -43,9 +43,12 @@ type groupHost struct {
 	lastErr string
 	downErr error // while out: what its pools and their handles say (wraps ErrHostDown)
 
-	room   int // maxSize - core.used()
+	room   int // maxSize - core.used() - need (group_place.go)
+	need   int // callers placed on its members, on their way, who need room
+	spare  int // idle containers of its members in force, not promised to a caller on its way
 	heapAt int // its index in Group.room, -1 while out
 	cut    atomic.Bool
+	up     atomic.Bool // healthy, for WaitIdle (callers' goroutines)
 }
 
 // groupHosts validates the hosts and makes the group's: GroupConfig.Hosts,
@@ -58,6 +61,7 @@ func groupHosts(cfg *GroupConfig) ([]*groupHost, error) {
 	mk := func(i int, name string, maxSize int, api DockerAPI) *groupHost {
 		h := &groupHost{idx: i, name: name, maxSize: maxSize, api: api, core: newBudgetCore(maxSize, !cfg.StaticWarmth),
 			members: map[uint64]*member{}, healthy: true, since: now, room: maxSize, heapAt: -1}
+		h.up.Store(true)
 		if api != nil {
 			h.client = newHostClient(api)
 		}
@@ -165,6 +169,7 @@ func (r hostHealthReq) handle(g *Group, now time.Time) bool {
 	h := r.h
 	if r.err != nil && h.healthy {
 		h.healthy, h.since, h.lastErr = false, now, r.err.Error()
+		h.up.Store(false)
 		h.outages++
 		h.downErr = fmt.Errorf("%w: host %q: %w", ErrHostDown, h.name, r.err)
 		heap.Remove(&g.room, h.heapAt)
@@ -180,191 +185,14 @@ func (r hostHealthReq) handle(g *Group, now time.Time) bool {
 			m.pool.kickEvents() // its event stream ended with the epoch: subscribe again now
 		}
 		h.healthy, h.since, h.downErr = true, now, nil
+		h.up.Store(true)
 		heap.Push(&g.room, h)
-		g.refreshRoom(h)
 		for _, m := range h.members {
-			g.noteIdle(m, m.idle)
+			g.reindex(m)
 		}
+		g.refreshRoom(h)
 	}
 	return false
-}
-
-// ---- placement -------------------------------------------------------------
-
-// placement is where a template's Acquires go: its members by host, and
-// those on healthy hosts that reported idle containers.
-type placement struct {
-	byHost []*member
-	idle   []*member
-	next   int // where the next look at idle starts: spreads the load
-}
-
-// noteIdle records a member's idle count and keeps the idle list.
-func (g *Group) noteIdle(m *member, idle int) {
-	m.idle = idle
-	p := g.places[m.template]
-	if p == nil || m.host.idx >= len(p.byHost) || p.byHost[m.host.idx] != m {
-		return // retired
-	}
-	switch in := m.idleAt >= 0; {
-	case idle > 0 && !in && m.host.healthy:
-		m.idleAt = len(p.idle)
-		p.idle = append(p.idle, m)
-	case (idle == 0 || !m.host.healthy) && in:
-		g.unplaceIdle(m)
-	}
-}
-
-// unplaceIdle takes m off its template's idle list.
-func (g *Group) unplaceIdle(m *member) {
-	p := g.places[m.template]
-	if m.idleAt < 0 || p == nil || m.idleAt >= len(p.idle) || p.idle[m.idleAt] != m {
-		m.idleAt = -1
-		return
-	}
-	last := p.idle[len(p.idle)-1]
-	p.idle[m.idleAt] = last
-	last.idleAt = m.idleAt
-	p.idle = p.idle[:len(p.idle)-1]
-	m.idleAt = -1
-}
-
-// pick chooses the member of p an Acquire goes to: one with an idle
-// container not promised to an Acquire already placed there, else the one
-// on the healthy host with the most room; nil with no healthy host.
-// avoid, if not nil, is a host whose pool just turned the caller away.
-func (g *Group) pick(p *placement, avoid *groupHost) *member {
-	n := len(p.idle)
-	for i := range n {
-		m := p.idle[(p.next+i)%n]
-		if m.host != avoid && int64(m.idle) > m.inflight.Load() {
-			p.next = (p.next + i + 1) % n
-			return m
-		}
-	}
-	// The most room, less the Acquires placed there and not yet answered
-	// (the reports lag): a scan of the healthy hosts. TODO: index it (the
-	// heap orders by reported room only).
-	var best *member
-	bestRoom := 0
-	for _, h := range g.room {
-		if h == avoid {
-			continue
-		}
-		m := p.byHost[h.idx]
-		if r := h.room - int(m.inflight.Load()); best == nil || r > bestRoom {
-			best, bestRoom = m, r
-		}
-	}
-	return best
-}
-
-// refreshRoom recomputes h's free room and its place in the heap.
-func (g *Group) refreshRoom(h *groupHost) {
-	if r := h.maxSize - h.core.used(); r != h.room {
-		h.room = r
-		if h.heapAt >= 0 {
-			heap.Fix(&g.room, h.heapAt)
-		}
-	}
-}
-
-// hostHeap orders the healthy hosts by free room, the most first.
-type hostHeap []*groupHost
-
-func (q hostHeap) Len() int           { return len(q) }
-func (q hostHeap) Less(i, j int) bool { return q.less(q[i], q[j]) }
-func (hostHeap) less(a, b *groupHost) bool {
-	if a.room != b.room {
-		return a.room > b.room
-	}
-	return a.idx < b.idx
-}
-func (q hostHeap) Swap(i, j int) {
-	q[i], q[j] = q[j], q[i]
-	q[i].heapAt, q[j].heapAt = i, j
-}
-func (q *hostHeap) Push(x any) {
-	h := x.(*groupHost)
-	h.heapAt = len(*q)
-	*q = append(*q, h)
-}
-func (q *hostHeap) Pop() any {
-	old := *q
-	h := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	h.heapAt = -1
-	return h
-}
-
-// placeReq asks the owner where an Acquire of template goes.
-type placeReq struct {
-	template string
-	avoid    *groupHost
-	reply    chan placeReply
-}
-
-type placeReply struct {
-	m   *member
-	err error
-}
-
-func (r placeReq) handle(g *Group, _ time.Time) bool {
-	p := g.places[r.template]
-	if p == nil {
-		_, err := g.set.Load().lookup(r.template)
-		r.reply <- placeReply{err: cmpErr(err, ErrPoolShutdown)}
-		return false
-	}
-	m := g.pick(p, r.avoid)
-	if m == nil {
-		r.reply <- placeReply{err: fmt.Errorf("%w: no healthy host (of %d)", ErrHostDown, len(g.hosts))}
-		return false
-	}
-	m.inflight.Add(1)
-	r.reply <- placeReply{m: m}
-	return false
-}
-
-func cmpErr(err, def error) error {
-	if err == nil {
-		return def
-	}
-	return err
-}
-
-// acquireOnHosts is Acquire with Hosts: the owner places the caller, and a
-// caller turned away by a host that went out meanwhile is placed again.
-func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container, error) {
-	var avoid *groupHost
-	for tries := 0; ; tries++ {
-		if _, err := g.set.Load().lookup(template); err != nil {
-			return nil, err
-		}
-		reply := make(chan placeReply, 1)
-		pl, err := ask(g, placeReq{template: template, avoid: avoid, reply: reply}, reply)
-		if err == nil {
-			err = pl.err
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dockerpool: group: template %q: %w", template, err)
-		}
-		set := g.set.Load()
-		c, err := pl.m.pool.Acquire(ctx)
-		pl.m.inflight.Add(-1)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, pl.m)) {
-			continue // the host went out, or Update replaced the template: place it again
-		}
-		if ctx.Err() == nil && errors.Is(err, ErrDaemonUnavailable) && tries < len(g.hosts) {
-			avoid = pl.m.host // its pool saw its daemon fail before the prober did: try another
-			continue
-		}
-		return nil, fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, pl.m.host.name, err)
-	}
 }
 
 // stats is h's part of GroupStats (the owner's).

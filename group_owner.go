@@ -62,26 +62,47 @@ func (g *Group) run() {
 	t := time.NewTicker(groupTick)
 	defer t.Stop()
 	for {
+		var now time.Time
+		msgs := 1
 		select {
 		case <-g.wake:
-			g.drain(time.Now())
-		case now := <-t.C:
+			now = time.Now()
+			msgs = g.drain(now)
+		case <-t.C:
+			now = time.Now()
 			for _, h := range g.hosts {
-				g.carry(h.core.tick(now))
-				g.refreshRoom(h)
+				g.decided(h, h.core.tick(now))
 			}
 		case r := <-g.ctrl:
-			if r.handle(g, time.Now()) {
+			now = time.Now()
+			if r.handle(g, now) {
 				close(g.done)
 				return
 			}
 		}
+		if len(g.queue) > 0 {
+			g.serveQueue()
+		}
+		if m := g.cfg.meter; m != nil {
+			m.busy += time.Since(now)
+			m.msgs += int64(msgs)
+		}
 	}
 }
 
+// ownerMeter adds up the group owner's time handling messages (a report
+// read, a request, a tick), for the benchmarks: written by the owner, read
+// once it has exited.
+type ownerMeter struct {
+	busy time.Duration
+	msgs int64
+}
+
 // drain reads the latest report of every member on the dirty list: the
-// cost is the members with news, not all of them.
-func (g *Group) drain(now time.Time) {
+// cost is the members with news, not all of them. It returns how many it
+// read.
+func (g *Group) drain(now time.Time) int {
+	n := 0
 	for l := g.dirty.Swap(nil); l != nil; {
 		next := l.next
 		l.next = nil
@@ -90,24 +111,36 @@ func (g *Group) drain(now time.Time) {
 			select {
 			case r := <-l.mail:
 				g.take(m, r, now)
+				n++
 			default:
 			}
 		}
 		l = next
 	}
+	return n
 }
 
 // take hands a member's report to its host's budget and carries out the
 // decisions.
 func (g *Group) take(m *member, r budgetReport, now time.Time) {
 	h := m.host
-	g.carry(h.core.report(m.id, r, now))
+	g.decided(h, h.core.report(m.id, r, now))
+	g.reindex(m)
+	g.refreshRoom(h)
 	if h.core.members[m.id] == nil {
 		delete(g.all, m.id) // retired and stopped
 		delete(h.members, m.id)
-		g.unplaceIdle(m)
-	} else {
-		g.noteIdle(m, r.idle)
+	}
+}
+
+// decided carries out host h's budget decisions and brings the placement
+// counts of the members they touched up to date.
+func (g *Group) decided(h *groupHost, fx []budgetFx) {
+	g.carry(fx)
+	for _, f := range fx {
+		if m := g.all[f.id]; m != nil {
+			g.reindex(m)
+		}
 	}
 	g.refreshRoom(h)
 }
@@ -140,8 +173,8 @@ func (g *Group) join(template string, ms []*member) {
 		m.host.core.add(m.id, m.template, m.pool.cfg.MinIdle, m.pool.cfg.MaxIdle)
 	}
 	if old := g.places[template]; old != nil {
-		for _, m := range old.idle {
-			m.idleAt = -1
+		for _, m := range old.byHost {
+			g.unplaceIdle(m)
 		}
 	}
 	g.places[template] = &placement{byHost: ms}
@@ -216,6 +249,9 @@ func (r leaveReq) handle(g *Group, _ time.Time) bool {
 	})
 	if m != nil {
 		g.retire(m)
+		for _, mm := range m {
+			g.unplaceIdle(mm)
+		}
 		delete(g.places, r.template)
 	}
 	r.reply <- nil
@@ -247,6 +283,7 @@ func (r groupStatsReq) handle(g *Group, _ time.Time) bool {
 
 func (r groupShutdownReq) handle(g *Group, _ time.Time) bool {
 	g.publish(func(s *memberSet) { s.closed = true })
+	g.failQueue(ErrPoolShutdown)
 	for _, m := range g.all {
 		g.pools = append(g.pools, m.pool)
 	}

@@ -82,39 +82,50 @@ type Pool struct {
 func (p *Pool) Acquire(ctx context.Context) (*Container, error) {
 	p.assertNotOwner()
 	ctx, m := p.tel.begin(ctx, "dockerpool.Acquire", p.tel.acquireTime)
-	r := p.acquire(ctx)
+	r, _ := p.acquire(ctx)
 	p.tel.acquired(ctx, m, r.c, r.waited, r.err)
 	return r.c, r.err
 }
 
-// acquire is Acquire's round trip to the owner.
-func (p *Pool) acquire(ctx context.Context) acquireReply {
+// acquireSent is Acquire for a Group over hosts: sent says whether the
+// request reached the owner (the group counts the placements that did not).
+func (p *Pool) acquireSent(ctx context.Context) (*Container, bool, error) {
+	p.assertNotOwner()
+	ctx, m := p.tel.begin(ctx, "dockerpool.Acquire", p.tel.acquireTime)
+	r, sent := p.acquire(ctx)
+	p.tel.acquired(ctx, m, r.c, r.waited, r.err)
+	return r.c, sent, r.err
+}
+
+// acquire is Acquire's round trip to the owner; sent: the owner got the
+// request.
+func (p *Pool) acquire(ctx context.Context) (acquireReply, bool) {
 	if err := ctx.Err(); err != nil {
-		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", err)}
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", err)}, false
 	}
 	req := acquireReq{reply: p.acquireReplies.Get().(chan acquireReply)}
 	select {
 	case p.acquireCh <- req:
 	case <-p.closing:
 		p.acquireReplies.Put(req.reply)
-		return acquireReply{err: ErrPoolShutdown}
+		return acquireReply{err: ErrPoolShutdown}, false
 	case <-ctx.Done():
 		p.acquireReplies.Put(req.reply)
-		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}, false
 	}
 	select {
 	case r := <-req.reply:
 		p.acquireReplies.Put(req.reply) // answered once, now empty: reusable
-		return r
+		return r, true
 	case <-ctx.Done():
 		// The owner takes back a container it may have sent meanwhile.
 		select {
 		case p.ctrlCh <- cancelReq(req):
 		case <-p.done:
 		}
-		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}
+		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}, true
 	case <-p.done:
-		return acquireReply{err: ErrPoolShutdown}
+		return acquireReply{err: ErrPoolShutdown}, true
 	}
 }
 

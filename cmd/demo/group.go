@@ -25,13 +25,18 @@ import (
 var groupTemplates = [][2]string{{"en", "hello"}, {"fr", "bonjour"}}
 
 // startGroup starts the group of the -templates mode.
-func startGroup(ctx context.Context, cli *client.Client, o options, img dockerpool.ImageConfig, stderr io.Writer) (*dockerpool.Group, error) {
+// With hosts (the -hosts mode) it spreads over them and cli is not used.
+func startGroup(ctx context.Context, cli *client.Client, o options, img dockerpool.ImageConfig, stderr io.Writer, hosts []dockerpool.Host) (*dockerpool.Group, error) {
 	netCfg, hostCfg := networkConfig(o.network)
-	cfg := dockerpool.GroupConfig{MaxSize: 4, Templates: map[string]dockerpool.Config{}}
+	cfg := dockerpool.GroupConfig{MaxSize: 4, Templates: map[string]dockerpool.Config{}, Hosts: hosts}
+	var api dockerpool.DockerAPI = cli
+	if hosts != nil {
+		cfg.MaxSize, api = 0, nil // each host's cap; each host's client
+	}
 	for _, t := range groupTemplates {
 		cfg.Templates[t[0]] = dockerpool.Config{
 			Name: o.name + "-" + t[0], Network: netCfg, HostConfig: hostCfg, Image: img,
-			MinIdle: 1, MaxIdle: 3, Client: cli,
+			MinIdle: 1, MaxIdle: 3, Client: api,
 			ContainerConfig: &container.Config{Env: []string{"GREETING=" + t[1]}},
 			OnError:         func(err error) { fmt.Fprintf(stderr, "pool error: %v\n", oneLine(err)) },
 		}
@@ -44,7 +49,11 @@ func startGroup(ctx context.Context, cli *client.Client, o options, img dockerpo
 // groupLoop reads commands until quit, end of input or ctx's end, and
 // shuts the group down.
 func groupLoop(ctx context.Context, g *dockerpool.Group, o options, stdin io.Reader, stdout io.Writer) int {
-	fmt.Fprintln(stdout, `group: templates en and fr (GREETING=hello, bonjour), MaxSize 4. Try: run fr sh -c 'echo $GREETING'`)
+	if st := g.Stats(); len(st.Hosts) > 0 {
+		fmt.Fprintf(stdout, "group: templates en and fr (GREETING=hello, bonjour) on %d host(s), %d containers each. Try: run fr sh -c 'echo $GREETING'\n", len(st.Hosts), hostMaxSize)
+	} else {
+		fmt.Fprintln(stdout, `group: templates en and fr (GREETING=hello, bonjour), MaxSize 4. Try: run fr sh -c 'echo $GREETING'`)
+	}
 	lines := make(chan string)
 	go func() {
 		defer close(lines)
@@ -120,7 +129,11 @@ func groupRun(ctx context.Context, g *dockerpool.Group, o options, template stri
 	if err != nil {
 		fmt.Fprintf(stdout, "error: %v\n", oneLine(err))
 	}
-	fmt.Fprintf(stdout, "[%s %s: exit %d, acquire %v, total %v]\n", template, shortName(c), r.ExitCode, acquired.Round(time.Microsecond), time.Since(start).Round(time.Millisecond))
+	on := ""
+	if c.Host() != "" {
+		on = " on " + c.Host()
+	}
+	fmt.Fprintf(stdout, "[%s %s%s: exit %d, acquire %v, total %v]\n", template, shortName(c), on, r.ExitCode, acquired.Round(time.Microsecond), time.Since(start).Round(time.Millisecond))
 	if err := g.Return(ctx, c); err != nil {
 		fmt.Fprintf(stdout, "return: %v\n", oneLine(err))
 	}
@@ -142,4 +155,5 @@ func printGroupStats(st dockerpool.GroupStats, stdout io.Writer) {
 		fmt.Fprintf(stdout, "  %-4s idle %d, in use %d, warm target %d, hits %d, misses %d, evicted %d\n",
 			name, ts.Idle, ts.InUse, ts.WarmTarget, ts.Hits, ts.Misses, ts.Evicted)
 	}
+	printHostStats(st, stdout)
 }

@@ -38,3 +38,32 @@ func TestDemoTemplates(t *testing.T) {
 		dockerpooltest.AssertClean(t, d.cli, d.name+"-"+tpl[0])
 	}
 }
+
+// TestDemoHosts runs the -hosts mode over the test's daemon (one host: two
+// entries for the same daemon would remove each other's containers): run
+// names the host, stats has its line, quit leaves nothing.
+func TestDemoHosts(t *testing.T) {
+	t.Parallel()
+	bin := buildDemo(t)
+	host := dockerpooltest.Client(t).DaemonHost()
+	d := startDemo(t, bin, append(imageArgs(t, false), "-hosts", host)...)
+	for _, tpl := range groupTemplates {
+		t.Cleanup(func() { dockerpooltest.SweepPool(d.cli, d.name+"-"+tpl[0]) })
+	}
+	d.expect(prompt)
+	d.send("run fr sh -c 'echo $GREETING'")
+	d.expect("bonjour\n[fr ")
+	d.expect(" on " + host + ": exit 0")
+	d.expect(prompt)
+	d.send("stats")
+	d.expect("  host " + host + ": healthy since ")
+	d.expect(prompt)
+	d.send("quit")
+	if code := d.wait(); code != 0 {
+		t.Errorf("demo exited with code %d, want 0", code)
+	}
+	d.expect("group shut down: no container left")
+	for _, tpl := range groupTemplates {
+		dockerpooltest.AssertClean(t, d.cli, d.name+"-"+tpl[0])
+	}
+}

@@ -81,7 +81,8 @@ type options struct {
 	timeout   time.Duration
 	verbose   bool
 	agent     bool
-	templates bool // a Group of two templates instead of a pool
+	templates bool   // a Group of two templates instead of a pool
+	hosts     string // -hosts: that group over these daemons (comma-separated URLs)
 }
 
 // terminal says which of the standard streams are terminals.
@@ -114,6 +115,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, term terminal
 	// Ctrl-C cannot cut the shutdown short and leave containers behind.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if opts.hosts != "" {
+		return runHosts(ctx, opts, stdin, stdout, stderr)
+	}
 
 	cli, err := connect(ctx)
 	if err != nil {
@@ -129,7 +133,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, term terminal
 	}
 	fmt.Fprintf(stdout, "image: %s (%s)\n", img.Name, why)
 	if opts.templates {
-		g, err := startGroup(ctx, cli, opts, img, stderr)
+		g, err := startGroup(ctx, cli, opts, img, stderr, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "demo: %v%s\n", oneLine(err), hint(err, opts))
 			return 1
@@ -172,9 +176,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.verbose, "v", false, "log the pool's events (created, removed, adopted) to stderr")
 	fs.BoolVar(&o.agent, "agent", false, "run commands through dockerpool-agent (built now with the go command, copied into each container) instead of docker exec")
 	fs.BoolVar(&o.templates, "templates", false, "start a Group of two templates (en, fr: the image with GREETING=hello or bonjour) under one budget instead of a pool; run <template> <command>")
+	fs.StringVar(&o.hosts, "hosts", "", "comma-separated DOCKER_HOST URLs (unix:///var/run/docker.sock,tcp://10.0.0.2:2376): the -templates group spread over those daemons, 4 containers each; TLS for tcp:// URLs from DOCKER_CERT_PATH and DOCKER_TLS_VERIFY")
 	if err := fs.Parse(args); err != nil {
 		return o, err // the flag package has printed it, with the usage
 	}
+	o.templates = o.templates || o.hosts != ""
 	err := o.validate()
 	if fs.NArg() > 0 {
 		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))

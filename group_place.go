@@ -1,0 +1,318 @@
+package dockerpool
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Placement of a Group over hosts: where an Acquire goes. The group's
+// owner places every Acquire, so it counts, per member, the callers it
+// placed there (placed) against the Acquire requests the member's pool
+// says it received (budgetReport.asked): the difference is the callers on
+// their way, which the latest report does not show yet. A caller on its
+// way takes one of the member's idle containers, or needs room on the
+// host. The owner places a caller only where the counts say it can be
+// served at once: an idle container of its template not promised to
+// another caller, else room (free, or another template's idle container to
+// evict) on the healthy host with the most of it. When no healthy host
+// has any, the caller waits in the group's queue, in arrival order, and is
+// placed when a report, a tick or a host's return shows room: it never
+// waits at one host's cap while another host has room. The counts are
+// conservative (a waiter's creation is counted against the room twice until
+// its pool reports it), so they may delay a placement until the next report
+// but never overfill a host.
+//
+// Everything is indexed so that the owner's work per message does not grow
+// with the hosts: per template, the members with idle containers to spare
+// (idle); over the healthy hosts, a heap by room (Group.room).
+
+// placement is where a template's Acquires go: its members by host index,
+// and those on healthy hosts with idle containers to spare.
+type placement struct {
+	byHost []*member
+	idle   []*member
+	next   int // where the next look at idle starts: spreads the load
+}
+
+// placeTicket is one caller's request for a place (owner's after it is
+// sent, but for reply).
+type placeTicket struct {
+	template string
+	avoid    *groupHost // a host whose pool just turned the caller away, or nil
+	reply    chan placeReply
+	m        *member // where it was placed
+	queued   bool    // waiting in Group.queue
+	gone     bool    // its caller gave up while queued
+}
+
+type placeReply struct {
+	m   *member
+	err error
+}
+
+// placeReq asks the owner where an Acquire goes; withdrawReq says that the
+// caller gave up before its placement was answered, or that its Acquire
+// never reached the pool (ctx, shutdown): the place is free again.
+type (
+	placeReq    struct{ t *placeTicket }
+	withdrawReq struct{ t *placeTicket }
+)
+
+func (r placeReq) handle(g *Group, _ time.Time) bool {
+	g.place(r.t, false)
+	return false
+}
+
+func (r withdrawReq) handle(g *Group, _ time.Time) bool {
+	t := r.t
+	switch {
+	case t.queued:
+		t.gone = true
+	case t.m != nil:
+		t.m.placed--
+		g.reindex(t.m)
+		g.refreshRoom(t.m.host)
+		t.m = nil
+	}
+	return false
+}
+
+// place answers t with a member, an error, or (queued) nothing yet. It
+// returns false when t waits in the queue.
+func (g *Group) place(t *placeTicket, fromQueue bool) bool {
+	p := g.places[t.template]
+	if p == nil {
+		_, err := g.set.Load().lookup(t.template)
+		t.reply <- placeReply{err: cmpErr(err, ErrPoolShutdown)}
+		return true
+	}
+	if len(g.room) == 0 {
+		t.reply <- placeReply{err: fmt.Errorf("%w: no healthy host (of %d)", ErrHostDown, len(g.hosts))}
+		return true
+	}
+	m := g.pick(p, t.avoid)
+	if m == nil && t.avoid != nil {
+		m = g.pick(p, nil)
+	}
+	if m == nil || (!fromQueue && len(g.queue) > 0) {
+		if !fromQueue {
+			t.queued = true
+			g.queue = append(g.queue, t)
+		}
+		return false
+	}
+	t.queued, t.m = false, m
+	m.placed++
+	g.reindex(m)
+	g.refreshRoom(m.host)
+	t.reply <- placeReply{m: m}
+	return true
+}
+
+// serveQueue places the callers waiting in the group's queue, oldest first,
+// while there is room. A caller that cannot be placed means that no
+// healthy host has room for any template (another template's idle
+// container counts as room), so the rest wait too.
+func (g *Group) serveQueue() {
+	for len(g.queue) > 0 {
+		t := g.queue[0]
+		if !t.gone && !g.place(t, true) {
+			return
+		}
+		g.queue[0] = nil
+		g.queue = g.queue[1:]
+	}
+}
+
+// failQueue answers every queued caller with err.
+func (g *Group) failQueue(err error) {
+	for _, t := range g.queue {
+		if !t.gone {
+			t.queued = false
+			t.reply <- placeReply{err: err}
+		}
+	}
+	g.queue = nil
+}
+
+// pick chooses the member of p an Acquire goes to: one with an idle
+// container to spare, else the one on the healthy host with the most room;
+// nil if no healthy host other than avoid has room.
+func (g *Group) pick(p *placement, avoid *groupHost) *member {
+	n := len(p.idle)
+	for i := range n {
+		m := p.idle[(p.next+i)%n]
+		if m.host != avoid {
+			p.next = (p.next + i + 1) % n
+			return m
+		}
+	}
+	var best *groupHost
+	for _, i := range [...]int{0, 1, 2} { // the top, or its better child when the top is avoided
+		if i >= len(g.room) || (i > 0 && g.room[0] != avoid) {
+			break
+		}
+		if h := g.room[i]; h != avoid && (best == nil || g.room.less(h, best)) {
+			best = h
+		}
+	}
+	if best == nil || best.room <= 0 && best.room+best.spare <= 0 {
+		return nil
+	}
+	return p.byHost[best.idx]
+}
+
+// reindex recomputes what member m adds to its host's counts (its callers
+// on their way that need room, its idle containers to spare) and its place
+// on its template's idle list. The host's heap is fixed by refreshRoom.
+func (g *Group) reindex(m *member) {
+	need, spare := 0, 0
+	if gm := m.host.core.members[m.id]; gm != nil {
+		coming := max(0, int(m.placed-gm.rep.asked))
+		avail := max(0, gm.rep.idle-gm.pending())
+		take := min(coming, avail)
+		need = coming - take
+		if !gm.retired {
+			spare = avail - take
+		}
+	}
+	h := m.host
+	h.need += need - m.need
+	h.spare += spare - m.spare
+	m.need, m.spare = need, spare
+	p := g.places[m.template]
+	inForce := p != nil && m.host.idx < len(p.byHost) && p.byHost[m.host.idx] == m
+	switch in := m.idleAt >= 0; {
+	case spare > 0 && !in && h.healthy && inForce:
+		m.idleAt = len(p.idle)
+		p.idle = append(p.idle, m)
+	case (spare == 0 || !h.healthy || !inForce) && in:
+		g.unplaceIdle(m)
+	}
+}
+
+// unplaceIdle takes m off its template's idle list.
+func (g *Group) unplaceIdle(m *member) {
+	p := g.places[m.template]
+	if m.idleAt < 0 || p == nil || m.idleAt >= len(p.idle) || p.idle[m.idleAt] != m {
+		m.idleAt = -1
+		return
+	}
+	last := p.idle[len(p.idle)-1]
+	p.idle[m.idleAt] = last
+	last.idleAt = m.idleAt
+	p.idle = p.idle[:len(p.idle)-1]
+	m.idleAt = -1
+}
+
+// refreshRoom recomputes h's free room (its budget's permits out and the
+// callers on their way that need room) and its place in the heap.
+func (g *Group) refreshRoom(h *groupHost) {
+	h.room = h.maxSize - h.core.used() - h.need
+	if h.heapAt >= 0 {
+		heap.Fix(&g.room, h.heapAt)
+	}
+}
+
+// hostHeap orders the healthy hosts by free room, the most first, then by
+// room counting other templates' idle containers (evictable).
+type hostHeap []*groupHost
+
+func (q hostHeap) Len() int           { return len(q) }
+func (q hostHeap) Less(i, j int) bool { return q.less(q[i], q[j]) }
+func (hostHeap) less(a, b *groupHost) bool {
+	if fa, fb := max(a.room, 0), max(b.room, 0); fa != fb {
+		return fa > fb
+	}
+	if ea, eb := a.room+a.spare, b.room+b.spare; ea != eb {
+		return ea > eb
+	}
+	return a.idx < b.idx
+}
+func (q hostHeap) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].heapAt, q[j].heapAt = i, j
+}
+func (q *hostHeap) Push(x any) {
+	h := x.(*groupHost)
+	h.heapAt = len(*q)
+	*q = append(*q, h)
+}
+func (q *hostHeap) Pop() any {
+	old := *q
+	h := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	h.heapAt = -1
+	return h
+}
+
+func cmpErr(err, def error) error {
+	if err == nil {
+		return def
+	}
+	return err
+}
+
+// acquireOnHosts is Acquire with Hosts: the owner places the caller, and a
+// caller turned away by a host that went out meanwhile is placed again.
+func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container, error) {
+	var avoid *groupHost
+	for tries := 0; ; tries++ {
+		if _, err := g.set.Load().lookup(template); err != nil {
+			return nil, err
+		}
+		t := &placeTicket{template: template, avoid: avoid, reply: make(chan placeReply, 1)}
+		m, err := g.placed(ctx, t)
+		if err != nil {
+			return nil, fmt.Errorf("dockerpool: group: template %q: %w", template, err)
+		}
+		set := g.set.Load()
+		c, sent, err := m.pool.acquireSent(ctx)
+		if !sent {
+			g.withdraw(t)
+		}
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, m)) {
+			continue // the host went out, or Update replaced the template: place it again
+		}
+		if ctx.Err() == nil && errors.Is(err, ErrDaemonUnavailable) && tries < len(g.hosts) {
+			avoid = m.host // its pool saw its daemon fail before the prober did: try another
+			continue
+		}
+		return nil, fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, m.host.name, err)
+	}
+}
+
+// placed asks the owner for t's place and waits for it (in the group's
+// queue, when no host has room) until ctx ends.
+func (g *Group) placed(ctx context.Context, t *placeTicket) (*member, error) {
+	select {
+	case g.ctrl <- placeReq{t: t}:
+	case <-g.done:
+		return nil, ErrPoolShutdown
+	case <-ctx.Done():
+		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+	}
+	select {
+	case r := <-t.reply:
+		return r.m, r.err
+	case <-ctx.Done():
+		g.withdraw(t) // a place it may have got meanwhile is freed
+		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+	case <-g.done:
+		return nil, ErrPoolShutdown
+	}
+}
+
+func (g *Group) withdraw(t *placeTicket) {
+	select {
+	case g.ctrl <- withdrawReq{t: t}:
+	case <-g.done:
+	}
+}
