@@ -2,6 +2,7 @@ package dockerpool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -32,10 +33,19 @@ func (r agentRunner) put(ctx context.Context, _ *Container, t *transferSpec) out
 	st := a.register()
 	defer a.unregister(st)
 	msg := agentproto.PutMsg{Kind: kindName(t.kind), Path: t.path, Mode: uint32(t.perm)}
+	x := &agentTransfer{a: a, st: st, fed: make(chan error, 1)}
+	if t.kind == kindFile && t.whole && len(t.data) <= agentproto.Chunk {
+		// A small WriteFile: the Put, its data and its end in one write,
+		// within the window a new stream starts with.
+		if err := a.writeFrames(smallPut(st, msg, t.data)); err != nil {
+			return lost(err)
+		}
+		defer st.close()
+		return x.wait(ctx, nil, t)
+	}
 	if err := a.send(agentproto.Put, st.id, msg); err != nil {
 		return lost(err)
 	}
-	x := &agentTransfer{a: a, st: st, fed: make(chan error, 1)}
 	f := feed(src, agentproto.Chunk,
 		func(b []byte) error { return st.send(agentproto.Stdin, b) },
 		func() error { return a.write(agentproto.StdinEOF, st.id, nil) },
@@ -60,6 +70,18 @@ func (r agentRunner) get(ctx context.Context, _ *Container, t *transferSpec) out
 	}
 	x := &agentTransfer{a: a, st: st}
 	return x.wait(ctx, t.w, t)
+}
+
+// smallPut encodes the frames of a Put whose data fits one frame, and takes
+// the data's credit (a new stream has a whole window).
+func smallPut(st *stream, msg agentproto.PutMsg, data []byte) []byte {
+	payload, _ := json.Marshal(msg) // a struct of strings and numbers
+	b := agentproto.Append(make([]byte, 0, 3*agentproto.HeaderSize+len(payload)+len(data)), agentproto.Put, st.id, payload)
+	if len(data) > 0 {
+		st.credit.Take(len(data), nil)
+		b = agentproto.Append(b, agentproto.Stdin, st.id, data)
+	}
+	return agentproto.Append(b, agentproto.StdinEOF, st.id, nil)
 }
 
 func kindName(k transferKind) string {
