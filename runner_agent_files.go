@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"syscall"
 	"time"
 
@@ -57,11 +58,27 @@ func (r agentRunner) put(ctx context.Context, _ *Container, t *transferSpec) out
 	return x.wait(ctx, nil, t)
 }
 
-func (r agentRunner) get(ctx context.Context, _ *Container, t *transferSpec) outcome {
-	a := r.a
+func (r agentRunner) get(ctx context.Context, c *Container, t *transferSpec) outcome {
 	if err := t.op.ready(); err != nil {
 		return outcome{err: err, suspect: gone(err)}
 	}
+	if t.kind == kindTar {
+		// Docker's archive API streams a tar some 2.5 times faster than the
+		// attach stream (about 260 against 100 MB/s here); where it sees
+		// what the container sees (the same rules as on the Docker path) it
+		// gives the same tar, and a read leaves nothing to be whole or not.
+		if rt := routeOf(ctx, c, t, path.Dir(t.path), t.path, false); rt.archive && len(rt.missing) == 0 {
+			if o, ok := archiveGet(ctx, c, t); ok {
+				return o
+			}
+		}
+	}
+	return r.fromAgent(ctx, t)
+}
+
+// fromAgent reads through the agent: a Get frame, the data, the Done.
+func (r agentRunner) fromAgent(ctx context.Context, t *transferSpec) outcome {
+	a := r.a
 	st := a.register()
 	defer a.unregister(st)
 	msg := agentproto.GetMsg{Kind: kindName(t.kind), Path: t.path, Max: max(t.max, -1)}

@@ -43,9 +43,17 @@ func (p *Pool) mountTable(ctx context.Context, c *Container, op *operation) (mou
 		return *mt, nil
 	}
 	var out bytes.Buffer
-	code, stderr, o := runHelper(ctx, c, op, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
-	if o.err != nil || o.cause != nil || code != 0 {
-		return nil, fmt.Errorf("read the container's mounts: exit %d %s %v %v", code, stderr, o.err, o.cause)
+	if ar, ok := c.runner.(agentRunner); ok {
+		// The agent reads it in the container's namespace; the image may have no cat.
+		t := &transferSpec{kind: kindFile, path: "/proc/self/mountinfo", w: &out, max: 1 << 20, op: op}
+		if o := ar.fromAgent(ctx, t); o.err != nil || o.cause != nil {
+			return nil, fmt.Errorf("read the container's mounts: %v %v", o.err, o.cause)
+		}
+	} else {
+		code, stderr, o := runHelper(ctx, c, op, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
+		if o.err != nil || o.cause != nil || code != 0 {
+			return nil, fmt.Errorf("read the container's mounts: exit %d %s %v %v", code, stderr, o.err, o.cause)
+		}
 	}
 	mt, err := parseMountinfo(out.String())
 	if err != nil {
