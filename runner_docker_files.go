@@ -148,8 +148,7 @@ func archivePut(ctx context.Context, c *Container, t *transferSpec, r route) out
 	check := &tarCheck{dir: t.path, prefix: r.missing}
 	src := t.r
 	if t.kind == kindFile {
-		data, _ := io.ReadAll(t.r) // WriteFile's bytes, in memory already
-		src = fileTar(path.Base(t.path), data, t.perm)
+		src = fileTar(path.Base(t.path), t.data, t.perm)
 		check.prefix = nil
 	}
 	pr := check.pipe(src)
@@ -164,20 +163,21 @@ func archivePut(ctx context.Context, c *Container, t *transferSpec, r route) out
 	// link at the path is replaced, as the shell and the agent do.
 	err := c.pool.api.CopyToContainer(ctx, c.id, r.existing, pr, container.CopyToContainerOptions{CopyUIDGID: true})
 	pr.CloseWithError(errCopyStopped)
+	ck := check.outcome()
 	switch {
 	case err == nil:
 		return outcome{}
-	case t.kind == kindFile && check.readErr == nil && overwritesDir(err):
+	case t.kind == kindFile && ck.readErr == nil && overwritesDir(err):
 		return outcome{err: &fs.PathError{Op: "write", Path: t.path, Err: syscall.EISDIR}}
-	case check.readErr != nil:
-		err = check.readErr
-	case errors.Is(check.err, ErrInvalidArchive):
-		err = check.err
+	case ck.readErr != nil:
+		err = ck.readErr
+	case errors.Is(ck.err, ErrInvalidArchive):
+		err = ck.err
 	case ctx.Err() != nil:
 		err = context.Cause(ctx)
 	}
 	o := outcome{err: err, suspect: gone(err)}
-	if check.midEntry || !errors.Is(err, ErrInvalidArchive) {
+	if ck.midEntry || !errors.Is(err, ErrInvalidArchive) {
 		o.left = errors.New("the daemon may have written part of a file")
 	}
 	return o
@@ -272,8 +272,8 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 		pr := check.pipe(t.r)
 		defer pr.Close()
 		code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", putTarScript, "dockerpool-put", t.path}, pr, io.Discard, 0)
-		if check.readErr != nil || errors.Is(check.err, ErrInvalidArchive) {
-			return refused(check, o)
+		if ck := check.outcome(); ck.readErr != nil || errors.Is(ck.err, ErrInvalidArchive) {
+			return refused(ck, o)
 		}
 		return shellOutcome(o, code, stderr, t.path, true)
 	}
@@ -294,12 +294,12 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 // refused is the outcome of a tar stream the pool stopped: the caller's
 // reader failed, or an entry was refused. What was unpacked before is whole
 // unless the stop came inside a file.
-func refused(check *tarCheck, o outcome) outcome {
-	r := outcome{cause: check.err, left: o.left}
-	if check.readErr != nil {
-		r.cause = check.readErr
+func refused(ck checkOutcome, o outcome) outcome {
+	r := outcome{cause: ck.err, left: o.left}
+	if ck.readErr != nil {
+		r.cause = ck.readErr
 	}
-	if check.midEntry && r.left == nil {
+	if ck.midEntry && r.left == nil {
 		r.left = errors.New("a file may be half written")
 	}
 	return r
