@@ -230,6 +230,21 @@ func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
 	return nil
 }
 
+// writeFrames writes frames that agentproto.Append encoded, in one write.
+func (a *agentConn) writeFrames(frames []byte) error {
+	a.wmu.Lock()
+	defer a.wmu.Unlock()
+	if err := a.broken(); err != nil {
+		return err
+	}
+	if _, err := a.att.Conn.Write(frames); err != nil {
+		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
+		a.fail(err)
+		return err
+	}
+	return nil
+}
+
 func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {
 	payload, err := json.Marshal(v)
 	if err != nil {

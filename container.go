@@ -24,6 +24,8 @@ type Container struct {
 
 	markMu sync.Mutex // serializes the marking of concurrent first Execs
 
+	files fileServers // the Docker path's file server (runner_docker_fileserver.go)
+
 	// life is cancelled, with the reason, when the container dies or is
 	// revoked: the operations running on the handle end at once, rather
 	// than wait for streams that a dead container may never close (a

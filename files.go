@@ -31,13 +31,15 @@ const (
 
 // transferSpec is one transfer as the frame hands it to a runner.
 type transferSpec struct {
-	kind transferKind
-	path string      // absolute and clean: the file, the directory to unpack into, or what to pack
-	perm fs.FileMode // a file's permission bits (put)
-	r    io.Reader   // put: the content, or the tar stream
-	w    io.Writer   // get: where the content, or the tar stream, goes
-	max  int64       // get: content bytes allowed; < 0: no limit
-	op   *operation
+	kind  transferKind
+	path  string      // absolute and clean: the file, the directory to unpack into, or what to pack
+	perm  fs.FileMode // a file's permission bits (put)
+	r     io.Reader   // put: the content, or the tar stream
+	data  []byte      // put of a file: the content, when whole is set
+	whole bool        // WriteFile: r reads data, all in memory
+	w     io.Writer   // get: where the content, or the tar stream, goes
+	max   int64       // get: content bytes allowed; < 0: no limit
+	op    *operation
 }
 
 // WriteFile creates or replaces the file at path (absolute) with data and
@@ -46,9 +48,12 @@ type transferSpec struct {
 // run as, so that a sandboxed program can read and overwrite it. It works
 // into tmpfs mounts and on a read-only root (where the archive API of docker
 // cp cannot). The directory must exist: otherwise the error satisfies
-// errors.Is(err, fs.ErrNotExist).
+// errors.Is(err, fs.ErrNotExist). On the Docker exec path, the first
+// WriteFile or ReadFile of a hand-out starts a small shell in the container
+// that serves the next ones (see the README's Files section): it costs an
+// exec once, and a few milliseconds after that.
 func (c *Container) WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error {
-	t := &transferSpec{kind: kindFile, path: path, perm: perm.Perm(), r: bytes.NewReader(data)}
+	t := &transferSpec{kind: kindFile, path: path, perm: perm.Perm(), r: bytes.NewReader(data), data: data, whole: true}
 	return c.transfer(ctx, "write file", t, runner.put)
 }
 

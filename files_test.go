@@ -19,6 +19,7 @@ import (
 	"github.com/matryer/is"
 
 	"github.com/dockerpool/dockerpool"
+	"github.com/dockerpool/dockerpool/dockerpooltest"
 )
 
 // Files in and out of containers, on the real daemon, on both paths, in
@@ -271,6 +272,45 @@ func TestFilesRefuseBadInputWithAClearErrorAndWriteNothingOutside(t *testing.T) 
 		}
 		is.True(errors.Is(c.CopyTo(ctx, "/srv", nil), dockerpool.ErrInvalidConfig))
 		is.True(errors.Is(c.CopyFrom(ctx, "/srv", nil, -1), dockerpool.ErrInvalidConfig))
+		// A file onto a directory: refused, and the directory kept whole.
+		err = c.WriteFile(ctx, "/srv", []byte("x"), 0o644)
+		is.True(errors.Is(err, syscall.EISDIR) && mentions(err, "/srv", c.ID()[:12]))
+		is.Equal(shOut(t, c, "cat /srv/three"), "abc")
+	})
+}
+
+// The Docker path remembers the directories it found real between two
+// transfers; a command that turns one into a link to a tmpfs mount must
+// send the next transfers where the container sees them, not into the
+// layer below the mount.
+func TestFilesSeeWhatACommandChangedBetweenTwoTransfers(t *testing.T) {
+	onEachPath(t, func(t *testing.T, path execPath) {
+		is := is.New(t)
+		host := &container.HostConfig{NetworkMode: "none", Tmpfs: map[string]string{"/mnt": "size=1m"}}
+		p := warm(t, path.config(t, dockerpool.Config{MinIdle: 1, HostConfig: host}))
+		c := held(t, p)
+		ctx := bg(t)
+		shOut(t, c, "mkdir -p /root/d")
+		is.NoErr(c.WriteFile(ctx, "/root/d/a", []byte("1"), 0o644))
+		got, err := c.ReadFile(ctx, "/root/d/a", 16)
+		is.NoErr(err)
+		is.Equal(string(got), "1")
+		shOut(t, c, "rm -r /root/d && ln -s /mnt /root/d && echo 3 > /mnt/c && ln -s /mnt/c /root/l")
+		is.NoErr(c.WriteFile(ctx, "/root/d/b", []byte("2"), 0o644))
+		is.Equal(shOut(t, c, "cat /mnt/b"), "2") // in the tmpfs, as the container sees /root/d
+		got, err = c.ReadFile(ctx, "/root/d/c", 16)
+		is.NoErr(err)
+		is.Equal(string(got), "3\n")
+		got, err = c.ReadFile(ctx, "/root/l", 16) // a link to a file on the tmpfs
+		is.NoErr(err)
+		is.Equal(string(got), "3\n")
+		// A CopyTo may make links too: the next transfer checks again.
+		shOut(t, c, "mkdir /root/e")
+		is.NoErr(c.WriteFile(ctx, "/root/e/x", []byte("x"), 0o644))
+		is.NoErr(c.CopyTo(ctx, "/root", bytes.NewReader(tarOf(t, "g/", "g/h=h"))))
+		shOut(t, c, "rmdir /root/e 2>/dev/null; rm -rf /root/e; ln -s /mnt /root/e")
+		is.NoErr(c.WriteFile(ctx, "/root/e/y", []byte("y"), 0o644))
+		is.Equal(shOut(t, c, "cat /mnt/y"), "y")
 	})
 }
 
@@ -329,4 +369,98 @@ func TestFilesHandleImageAndLabels(t *testing.T) {
 	is.True(l[dockerpool.LabelPool] != "")
 	l["app"] = "changed"
 	is.Equal(c.Labels()["app"], "judge") // a copy
+}
+
+// servers counts the Docker path's file server shells in the container.
+func servers(t *testing.T, c *dockerpool.Container) string {
+	t.Helper()
+	return shOut(t, c, "ps -o args | grep -c '[d]ockerpool-files' || true")
+}
+
+// On the Docker exec path, the transfers of a hand-out go through one
+// shell that stays in the container between them (an exec each would cost
+// some 40 ms). It must be one, outlive commands, come back after a kill of
+// every process, and a transfer cut while it does not answer returns
+// promptly, leaving the file whole or the container tainted.
+func TestFilesDockerPathServesTransfersFromOneShellThatSurvivesItsEnd(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	p := warm(t, execPaths[0].config(t, dockerpool.Config{MinIdle: 1, MaxSize: 1}))
+	c := held(t, p)
+	ctx := bg(t)
+	is.Equal(servers(t, c), "0")
+	for i := range 3 {
+		body := fmt.Sprintf("round %d, with blanks in the name", i)
+		is.NoErr(c.WriteFile(ctx, "/root/a b", []byte(body), 0o755))
+		got, err := c.ReadFile(ctx, "/root/a b", 100)
+		is.NoErr(err)
+		is.Equal(string(got), body)
+	}
+	is.Equal(servers(t, c), "1")
+	is.Equal(shOut(t, c, "stat -c %a '/root/a b'; ls -a /root | grep -c dockerpool || true"), "755\n0")
+	// A kill of every process ends it; the next transfer starts another.
+	is.NoErr(c.KillProcesses(ctx))
+	is.Equal(servers(t, c), "0")
+	is.NoErr(c.WriteFile(ctx, "/root/f", []byte("old"), 0o644))
+	is.Equal(servers(t, c), "1")
+	// Return ends it: the next holder of the container finds none.
+	is.NoErr(p.Return(ctx, c))
+	id := c.ID()
+	c = held(t, p)
+	is.Equal(c.ID(), id)
+	is.Equal(servers(t, c), "0")
+	is.NoErr(c.WriteFile(ctx, "/root/f", []byte("old"), 0o644))
+	// A frozen container: the transfers return at their deadline.
+	cli := dockerpooltest.Client(t)
+	is.NoErr(cli.ContainerPause(ctx, c.ID()))
+	cut, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.WriteFile(cut, "/root/f", []byte("new"), 0o644)
+	took := time.Since(start)
+	_, rerr := c.ReadFile(cut, "/root/f", 100)
+	t.Logf("cut WriteFile: %v after %v; ReadFile: %v; tainted %v", err, took, rerr, c.Tainted())
+	is.NoErr(cli.ContainerUnpause(ctx, c.ID()))
+	is.True(errors.Is(err, context.DeadlineExceeded))
+	is.True(errors.Is(rerr, context.DeadlineExceeded))
+	is.True(took < 2*time.Second)
+	// The file is whole, old or new, and a temporary file left taints.
+	left := shOut(t, c, "cat /root/f; echo; ls -a /root | grep -c dockerpool || true")
+	is.True(left == "old\n0" || left == "new\n0" || (c.Tainted() && strings.HasSuffix(left, "\n1")))
+	got, err := c.ReadFile(ctx, "/root/f", 100)
+	is.NoErr(err)
+	is.True(string(got) == "old" || string(got) == "new")
+	is.Equal(servers(t, c), "1") // the frozen one was closed, a new one serves
+}
+
+// Where the file server cannot run (an image without a dd that counts
+// bytes) or is busy with another transfer, the Docker exec path takes the
+// one-shot way, with the same results: the archive API into the layer, a
+// shell command into a tmpfs.
+func TestFilesDockerPathWithoutTheFileServerTakesTheOneShotWay(t *testing.T) {
+	t.Parallel()
+	is := is.New(t)
+	host := &container.HostConfig{NetworkMode: "none", Tmpfs: map[string]string{"/mnt": "size=1m"}}
+	p := warm(t, execPaths[0].config(t, dockerpool.Config{MinIdle: 1, HostConfig: host}))
+	c := held(t, p)
+	dockerpool.NoFileServer(c)
+	ctx := bg(t)
+	var got []byte
+	var err error
+	for _, dir := range []string{"/root", "/mnt"} {
+		is.NoErr(c.WriteFile(ctx, dir+"/f", []byte("in "+dir), 0o640))
+		got, err = c.ReadFile(ctx, dir+"/f", 100)
+		is.NoErr(err)
+		is.Equal(string(got), "in "+dir)
+		is.Equal(shOut(t, c, "cat "+dir+"/f; echo; stat -c %a "+dir+"/f"), "in "+dir+"\n640")
+		err = c.WriteFile(ctx, dir, []byte("x"), 0o644) // a directory: refused, kept
+		is.True(errors.Is(err, syscall.EISDIR))
+		_, err = c.ReadFile(ctx, dir+"/none", 100)
+		is.True(errors.Is(err, fs.ErrNotExist))
+	}
+	shOut(t, c, "ln -s /mnt/f /root/l")
+	got, err = c.ReadFile(ctx, "/root/l", 100) // a link into the tmpfs, followed as the container sees it
+	is.NoErr(err)
+	is.Equal(string(got), "in /mnt")
+	is.Equal(servers(t, c), "0")
 }

@@ -157,6 +157,9 @@ func (p *Pool) release(c *Container, remove bool) error {
 		return fmt.Errorf("%w: container %s", ErrInvalidContainer, shortID(c.id))
 	}
 	state, err := c.markReleased()
+	if err == nil {
+		c.files.close() // before the reset: nothing of the handle's runs on
+	}
 	if err != nil {
 		return err
 	}

@@ -2,9 +2,11 @@ package dockerpool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"syscall"
 	"time"
 
@@ -32,10 +34,19 @@ func (r agentRunner) put(ctx context.Context, _ *Container, t *transferSpec) out
 	st := a.register()
 	defer a.unregister(st)
 	msg := agentproto.PutMsg{Kind: kindName(t.kind), Path: t.path, Mode: uint32(t.perm)}
+	x := &agentTransfer{a: a, st: st, fed: make(chan error, 1)}
+	if t.kind == kindFile && t.whole && len(t.data) <= agentproto.Chunk {
+		// A small WriteFile: the Put, its data and its end in one write,
+		// within the window a new stream starts with.
+		if err := a.writeFrames(smallPut(st, msg, t.data)); err != nil {
+			return lost(err)
+		}
+		defer st.close()
+		return x.wait(ctx, nil, t)
+	}
 	if err := a.send(agentproto.Put, st.id, msg); err != nil {
 		return lost(err)
 	}
-	x := &agentTransfer{a: a, st: st, fed: make(chan error, 1)}
 	f := feed(src, agentproto.Chunk,
 		func(b []byte) error { return st.send(agentproto.Stdin, b) },
 		func() error { return a.write(agentproto.StdinEOF, st.id, nil) },
@@ -47,11 +58,27 @@ func (r agentRunner) put(ctx context.Context, _ *Container, t *transferSpec) out
 	return x.wait(ctx, nil, t)
 }
 
-func (r agentRunner) get(ctx context.Context, _ *Container, t *transferSpec) outcome {
-	a := r.a
+func (r agentRunner) get(ctx context.Context, c *Container, t *transferSpec) outcome {
 	if err := t.op.ready(); err != nil {
 		return outcome{err: err, suspect: gone(err)}
 	}
+	if t.kind == kindTar {
+		// Docker's archive API streams a tar some 2.5 times faster than the
+		// attach stream (about 260 against 100 MB/s here); where it sees
+		// what the container sees (the same rules as on the Docker path) it
+		// gives the same tar, and a read leaves nothing to be whole or not.
+		if rt := routeOf(ctx, c, t, path.Dir(t.path), t.path, false); rt.archive && len(rt.missing) == 0 {
+			if o, ok := archiveGet(ctx, c, t); ok {
+				return o
+			}
+		}
+	}
+	return r.fromAgent(ctx, t)
+}
+
+// fromAgent reads through the agent: a Get frame, the data, the Done.
+func (r agentRunner) fromAgent(ctx context.Context, t *transferSpec) outcome {
+	a := r.a
 	st := a.register()
 	defer a.unregister(st)
 	msg := agentproto.GetMsg{Kind: kindName(t.kind), Path: t.path, Max: max(t.max, -1)}
@@ -60,6 +87,18 @@ func (r agentRunner) get(ctx context.Context, _ *Container, t *transferSpec) out
 	}
 	x := &agentTransfer{a: a, st: st}
 	return x.wait(ctx, t.w, t)
+}
+
+// smallPut encodes the frames of a Put whose data fits one frame, and takes
+// the data's credit (a new stream has a whole window).
+func smallPut(st *stream, msg agentproto.PutMsg, data []byte) []byte {
+	payload, _ := json.Marshal(msg) // a struct of strings and numbers
+	b := agentproto.Append(make([]byte, 0, 3*agentproto.HeaderSize+len(payload)+len(data)), agentproto.Put, st.id, payload)
+	if len(data) > 0 {
+		st.credit.Take(len(data), nil)
+		b = agentproto.Append(b, agentproto.Stdin, st.id, data)
+	}
+	return agentproto.Append(b, agentproto.StdinEOF, st.id, nil)
 }
 
 func kindName(k transferKind) string {

@@ -43,9 +43,17 @@ func (p *Pool) mountTable(ctx context.Context, c *Container, op *operation) (mou
 		return *mt, nil
 	}
 	var out bytes.Buffer
-	code, stderr, o := runHelper(ctx, c, op, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
-	if o.err != nil || o.cause != nil || code != 0 {
-		return nil, fmt.Errorf("read the container's mounts: exit %d %s %v %v", code, stderr, o.err, o.cause)
+	if ar, ok := c.runner.(agentRunner); ok {
+		// The agent reads it in the container's namespace; the image may have no cat.
+		t := &transferSpec{kind: kindFile, path: "/proc/self/mountinfo", w: &out, max: 1 << 20, op: op}
+		if o := ar.fromAgent(ctx, t); o.err != nil || o.cause != nil {
+			return nil, fmt.Errorf("read the container's mounts: %v %v", o.err, o.cause)
+		}
+	} else {
+		code, stderr, o := runHelper(ctx, c, op, []string{"cat", "/proc/self/mountinfo"}, nil, &out, 1<<20)
+		if o.err != nil || o.cause != nil || code != 0 {
+			return nil, fmt.Errorf("read the container's mounts: exit %d %s %v %v", code, stderr, o.err, o.cause)
+		}
 	}
 	mt, err := parseMountinfo(out.String())
 	if err != nil {
@@ -55,20 +63,21 @@ func (p *Pool) mountTable(ctx context.Context, c *Container, op *operation) (mou
 	return mt, nil
 }
 
-// routeOf says how to reach dir (and, for a read, the path itself):
-// through the archive API when the mount shows it the container's view and
-// no element of the path is a symbolic link; else through the shell.
-func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, write bool) route {
+// routeOf says how to reach dir, the directory a transfer writes into or
+// reads from (target: what it reads or unpacks into): through the archive
+// API when the mount shows target the container's view and no element of
+// dir is a symbolic link; else through the shell. What the last element of
+// a read is (a file, a directory, a link) the archive call itself says.
+func routeOf(ctx context.Context, c *Container, t *transferSpec, dir, target string, write bool) route {
 	if c.pool.cfg.gvisor {
 		return route{} // gVisor caches files in the sandbox: the host's view lags
 	}
 	mt, err := c.pool.mountTable(ctx, c, t.op)
-	if err != nil || !mt.find(dir).archiveSees(write) {
+	if err != nil || !mt.find(target).archiveSees(write) {
 		return route{}
 	}
 	r := route{archive: true, existing: "/"}
-	elems := strings.Split(strings.TrimPrefix(dir, "/"), "/")
-	for i, elem := range elems {
+	for _, elem := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
 		if elem == "" {
 			continue
 		}
@@ -78,11 +87,10 @@ func routeOf(ctx context.Context, c *Container, t *transferSpec, dir string, wri
 			continue
 		}
 		st, err := c.pool.api.ContainerStatPath(ctx, c.id, next)
-		last := i == len(elems)-1 && !write // what a read reads may be a file
 		switch {
 		case cerrdefs.IsNotFound(err):
 			r.missing = append(r.missing, elem)
-		case err != nil, st.Mode&os.ModeSymlink != 0, !st.Mode.IsDir() && !last:
+		case err != nil, st.Mode&os.ModeSymlink != 0, !st.Mode.IsDir():
 			return route{} // let the container resolve it, and say what is wrong
 		default:
 			r.existing = next
@@ -95,18 +103,18 @@ func (dockerRunner) put(ctx context.Context, c *Container, t *transferSpec) outc
 	if err := t.op.ready(); err != nil {
 		return outcome{err: err, suspect: gone(err)}
 	}
+	if t.kind == kindFile && t.whole && servable(t.path) {
+		if o, ok := serverPut(ctx, c, t); ok {
+			return o
+		}
+	}
 	dir := t.path
 	if t.kind == kindFile {
 		dir = path.Dir(t.path)
 	}
-	r := routeOf(ctx, c, t, dir, true)
-	if r.archive && t.kind == kindFile {
-		if len(r.missing) > 0 {
-			return outcome{err: &fs.PathError{Op: "write", Path: path.Join(r.existing, r.missing[0]), Err: syscall.ENOENT}}
-		}
-		if st, err := c.pool.api.ContainerStatPath(ctx, c.id, t.path); err == nil && (st.Mode.IsDir() || st.Mode&os.ModeSymlink != 0) {
-			r.archive = false // a directory (the shell says so) or a link (the shell replaces it, as the agent does)
-		}
+	r := routeOf(ctx, c, t, dir, dir, true)
+	if r.archive && t.kind == kindFile && len(r.missing) > 0 {
+		return outcome{err: &fs.PathError{Op: "write", Path: path.Join(r.existing, r.missing[0]), Err: syscall.ENOENT}}
 	}
 	if r.archive {
 		return archivePut(ctx, c, t, r)
@@ -118,8 +126,15 @@ func (dockerRunner) get(ctx context.Context, c *Container, t *transferSpec) outc
 	if err := t.op.ready(); err != nil {
 		return outcome{err: err, suspect: gone(err)}
 	}
-	if r := routeOf(ctx, c, t, t.path, false); r.archive && len(r.missing) == 0 {
-		return archiveGet(ctx, c, t)
+	if t.kind == kindFile && servable(t.path) {
+		if o, ok := serverGet(ctx, c, t); ok {
+			return o
+		}
+	}
+	if r := routeOf(ctx, c, t, path.Dir(t.path), t.path, false); r.archive && len(r.missing) == 0 {
+		if o, ok := archiveGet(ctx, c, t); ok {
+			return o
+		}
 	}
 	return shellGet(ctx, c, t)
 }
@@ -133,8 +148,7 @@ func archivePut(ctx context.Context, c *Container, t *transferSpec, r route) out
 	check := &tarCheck{dir: t.path, prefix: r.missing}
 	src := t.r
 	if t.kind == kindFile {
-		data, _ := io.ReadAll(t.r) // WriteFile's bytes, in memory already
-		src = fileTar(path.Base(t.path), data, t.perm)
+		src = fileTar(path.Base(t.path), t.data, t.perm)
 		check.prefix = nil
 	}
 	pr := check.pipe(src)
@@ -143,20 +157,27 @@ func archivePut(ctx context.Context, c *Container, t *transferSpec, r route) out
 	// caller's reader does.
 	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(context.Cause(ctx)) })
 	defer stop()
+	// AllowOverwriteDirWithFile stays false: the daemon refuses to replace
+	// a directory by a file (or a file by a directory) and writes nothing,
+	// so WriteFile onto a directory needs no stat before it. A symbolic
+	// link at the path is replaced, as the shell and the agent do.
 	err := c.pool.api.CopyToContainer(ctx, c.id, r.existing, pr, container.CopyToContainerOptions{CopyUIDGID: true})
 	pr.CloseWithError(errCopyStopped)
+	ck := check.outcome()
 	switch {
 	case err == nil:
 		return outcome{}
-	case check.readErr != nil:
-		err = check.readErr
-	case errors.Is(check.err, ErrInvalidArchive):
-		err = check.err
+	case t.kind == kindFile && ck.readErr == nil && overwritesDir(err):
+		return outcome{err: &fs.PathError{Op: "write", Path: t.path, Err: syscall.EISDIR}}
+	case ck.readErr != nil:
+		err = ck.readErr
+	case errors.Is(ck.err, ErrInvalidArchive):
+		err = ck.err
 	case ctx.Err() != nil:
 		err = context.Cause(ctx)
 	}
 	o := outcome{err: err, suspect: gone(err)}
-	if check.midEntry || !errors.Is(err, ErrInvalidArchive) {
+	if ck.midEntry || !errors.Is(err, ErrInvalidArchive) {
 		o.left = errors.New("the daemon may have written part of a file")
 	}
 	return o
@@ -172,33 +193,46 @@ func fileTar(name string, data []byte, perm fs.FileMode) io.Reader {
 	return &buf
 }
 
-func archiveGet(ctx context.Context, c *Container, t *transferSpec) outcome {
+// overwritesDir reports the daemon's refusal to replace a directory by a
+// file ("cannot overwrite directory ... with non-directory ...").
+func overwritesDir(err error) bool {
+	return strings.Contains(err.Error(), "cannot overwrite directory")
+}
+
+// archiveGet reads through the archive API. It reports false, having read
+// nothing, when the path is a symbolic link that a file read must follow
+// as the container sees it (the daemon would resolve it without the
+// container's mounts): the shell does it then.
+func archiveGet(ctx context.Context, c *Container, t *transferSpec) (outcome, bool) {
 	rc, st, err := c.pool.api.CopyFromContainer(ctx, c.id, t.path)
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
 			err = &fs.PathError{Op: "read", Path: t.path, Err: syscall.ENOENT}
 		}
-		return outcome{err: err, suspect: gone(err)}
+		return outcome{err: err, suspect: gone(err)}, true
 	}
 	defer rc.Close()
 	if t.kind == kindTar {
+		// A link is packed as a link, never followed, as tar -c does.
 		_, err := tarCount(t.w, rc, t.max, t.path)
-		return outcome{err: err}
+		return outcome{err: err}, true
 	}
 	switch {
+	case st.Mode&os.ModeSymlink != 0:
+		return outcome{}, false
 	case st.Mode.IsDir():
-		return outcome{err: &fs.PathError{Op: "read", Path: t.path, Err: syscall.EISDIR}}
+		return outcome{err: &fs.PathError{Op: "read", Path: t.path, Err: syscall.EISDIR}}, true
 	case !st.Mode.IsRegular():
-		return outcome{err: &fs.PathError{Op: "read", Path: t.path, Err: errNotRegular}}
+		return outcome{err: &fs.PathError{Op: "read", Path: t.path, Err: errNotRegular}}, true
 	case t.max >= 0 && st.Size > t.max:
-		return outcome{err: tooLarge(t.path, t.max)}
+		return outcome{err: tooLarge(t.path, t.max)}, true
 	}
 	tr := tar.NewReader(rc)
 	if _, err := tr.Next(); err != nil {
-		return outcome{err: fmt.Errorf("read the daemon's archive: %w", err)}
+		return outcome{err: fmt.Errorf("read the daemon's archive: %w", err)}, true
 	}
 	_, err = io.Copy(t.w, tr)
-	return outcome{err: err}
+	return outcome{err: err}, true
 }
 
 // ---- through the shell --------------------------------------------------------------
@@ -209,6 +243,9 @@ const (
 	shIsDir    = 41
 	shFailed   = 42 // the command failed; its stderr says why
 	shNotRegul = 44
+	// the file server could not write all of the data (a full tmpfs): it
+	// stopped, its framing lost
+	shWriteFailed = 43
 )
 
 const putFileScript = `p=$1 t=$2 m=$3 d=${1%/*}
@@ -235,8 +272,8 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 		pr := check.pipe(t.r)
 		defer pr.Close()
 		code, stderr, o := runHelper(ctx, c, t.op, []string{"/bin/sh", "-c", putTarScript, "dockerpool-put", t.path}, pr, io.Discard, 0)
-		if check.readErr != nil || errors.Is(check.err, ErrInvalidArchive) {
-			return refused(check, o)
+		if ck := check.outcome(); ck.readErr != nil || errors.Is(ck.err, ErrInvalidArchive) {
+			return refused(ck, o)
 		}
 		return shellOutcome(o, code, stderr, t.path, true)
 	}
@@ -257,12 +294,12 @@ func shellPut(ctx context.Context, c *Container, t *transferSpec) outcome {
 // refused is the outcome of a tar stream the pool stopped: the caller's
 // reader failed, or an entry was refused. What was unpacked before is whole
 // unless the stop came inside a file.
-func refused(check *tarCheck, o outcome) outcome {
-	r := outcome{cause: check.err, left: o.left}
-	if check.readErr != nil {
-		r.cause = check.readErr
+func refused(ck checkOutcome, o outcome) outcome {
+	r := outcome{cause: ck.err, left: o.left}
+	if ck.readErr != nil {
+		r.cause = ck.readErr
 	}
-	if check.midEntry && r.left == nil {
+	if ck.midEntry && r.left == nil {
 		r.left = errors.New("a file may be half written")
 	}
 	return r

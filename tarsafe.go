@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 )
 
 // Tar streams as they cross the pool: CopyTo's input is checked entry by
@@ -26,12 +27,35 @@ import (
 // prefix, when set, is put before every name (and hard link target): the
 // directories of the target that do not exist yet, made by the stream.
 type tarCheck struct {
-	dir      string   // the target, for messages
-	prefix   []string // directories to make first, outermost first
-	links    map[string]bool
+	dir    string   // the target, for messages
+	prefix []string // directories to make first, outermost first
+	links  map[string]bool
+
+	// How the copy went: written by pipe's goroutine, read by the runner,
+	// which cannot always wait for it (it may be blocked in the caller's
+	// Read, which nothing interrupts).
+	mu  sync.Mutex
+	out checkOutcome
+}
+
+// checkOutcome is how a checked copy went, so far.
+type checkOutcome struct {
 	midEntry bool  // the copy stopped inside a file's content
 	readErr  error // the caller's reader failed (not the stream's format)
-	err      error // why the copy stopped, once pipe has returned
+	err      error // why the copy stopped, once it has
+}
+
+func (tc *tarCheck) set(f func(o *checkOutcome)) {
+	tc.mu.Lock()
+	f(&tc.out)
+	tc.mu.Unlock()
+}
+
+// outcome returns how the copy went so far.
+func (tc *tarCheck) outcome() checkOutcome {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.out
 }
 
 // pipe copies r through the checks into a pipe, on a goroutine of its own,
@@ -40,8 +64,9 @@ type tarCheck struct {
 func (tc *tarCheck) pipe(r io.Reader) *io.PipeReader {
 	pr, pw := io.Pipe()
 	go func() {
-		tc.err = tc.copy(pw, r)
-		pw.CloseWithError(tc.err)
+		err := tc.copy(pw, r)
+		tc.set(func(o *checkOutcome) { o.err = err })
+		pw.CloseWithError(err)
 	}()
 	return pr
 }
@@ -64,7 +89,7 @@ func (tc *tarCheck) copy(w io.Writer, r io.Reader) error {
 		}
 		if err != nil {
 			if src.err != nil {
-				tc.readErr = src.err
+				tc.set(func(o *checkOutcome) { o.readErr = src.err })
 				return src.err
 			}
 			return fmt.Errorf("%w: not a tar stream: %v", ErrInvalidArchive, err)
@@ -86,14 +111,14 @@ func (tc *tarCheck) copy(w io.Writer, r io.Reader) error {
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
-		tc.midEntry = hdr.Size > 0
+		tc.set(func(o *checkOutcome) { o.midEntry = hdr.Size > 0 })
 		if _, err := io.Copy(tw, tr); err != nil {
 			if src.err != nil {
-				tc.readErr = src.err
+				tc.set(func(o *checkOutcome) { o.readErr = src.err })
 			}
 			return err
 		}
-		tc.midEntry = false
+		tc.set(func(o *checkOutcome) { o.midEntry = false })
 	}
 }
 

@@ -136,18 +136,30 @@ func (t *transfer) put(m agentproto.PutMsg) agentproto.DoneMsg {
 // beside it, renamed over it at the end; a failure or an abort removes the
 // temporary file. Within root when root is set (name is then relative to
 // it). uid and gid, when not -1, become the file's owner.
+//
+// Outside a root, the rename itself refuses a directory at name (EISDIR),
+// and the temporary file is made with perm when the umask keeps all of its
+// bits: a WriteFile of a small file is an open, a write, a close and a
+// rename, each a round trip to fuse-overlayfs.
 func writeWhole(root *os.Root, name string, r io.Reader, perm fs.FileMode, uid, gid int) (int64, error) {
-	if fi, err := lstat(root, name); err == nil && fi.IsDir() {
-		return 0, &fs.PathError{Op: "write", Path: name, Err: syscall.EISDIR}
+	if root != nil {
+		if fi, err := root.Lstat(name); err == nil && fi.IsDir() {
+			return 0, &fs.PathError{Op: "write", Path: name, Err: syscall.EISDIR}
+		}
 	}
 	dir, base := filepath.Split(name)
 	tmpName := filepath.Join(dir, "."+base+".dockerpool-"+newToken()[:8])
-	f, err := openFile(root, tmpName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	chmod := root != nil || perm&^startUmask != perm
+	mode := perm
+	if chmod {
+		mode = 0o600
+	}
+	f, err := openFile(root, tmpName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		return 0, err
 	}
 	n, err := io.Copy(f, r)
-	if err == nil {
+	if err == nil && chmod {
 		err = f.Chmod(perm)
 	}
 	if err == nil && uid >= 0 {
@@ -166,12 +178,13 @@ func writeWhole(root *os.Root, name string, r io.Reader, perm fs.FileMode, uid, 
 	return n, nil
 }
 
-func lstat(root *os.Root, name string) (fs.FileInfo, error) {
-	if root != nil {
-		return root.Lstat(name)
-	}
-	return os.Lstat(name)
-}
+// startUmask is the agent's umask, read once at start (the commands inherit
+// it; the agent never changes it).
+var startUmask = func() fs.FileMode {
+	m := syscall.Umask(0o022)
+	syscall.Umask(m)
+	return fs.FileMode(m)
+}()
 
 func openFile(root *os.Root, name string, flag int, perm fs.FileMode) (*os.File, error) {
 	if root != nil {
@@ -184,7 +197,12 @@ func rename(root *os.Root, from, to string) error {
 	if root != nil {
 		return root.Rename(from, to)
 	}
-	return os.Rename(from, to)
+	// Not os.Rename: it lstats the target first, to refuse a directory,
+	// which rename(2) refuses by itself for a file (EISDIR).
+	if err := syscall.Rename(from, to); err != nil {
+		return &fs.PathError{Op: "write", Path: to, Err: err}
+	}
+	return nil
 }
 
 func remove(root *os.Root, name string) error {

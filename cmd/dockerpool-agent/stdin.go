@@ -112,11 +112,21 @@ func (q *inbox) next() ([]byte, error) {
 	}
 }
 
-// consumed gives credit back for n bytes the consumer used.
+// consumed gives credit back for n bytes the consumer used, unless the
+// stream's data has all come (StdinEOF) and been used: then the pool sends
+// nothing more, and a Grant would only cost a write on the way of a
+// transfer's Done.
 func (q *inbox) consumed(n int) {
-	if k := q.ack.Consumed(n); k > 0 {
+	if k := q.ack.Consumed(n); k > 0 && !q.over() {
 		q.grant(k)
 	}
+}
+
+// over reports whether the end came and nothing is left queued.
+func (q *inbox) over() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return (q.eof || q.closed) && len(q.chunks) == 0
 }
 
 // Read makes the inbox an io.Reader, for a Put.

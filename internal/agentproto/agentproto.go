@@ -280,6 +280,17 @@ func Write(w io.Writer, t Type, id uint32, payload []byte) error {
 	return err
 }
 
+// Append appends one frame to b and returns the result, for a writer that
+// sends several frames in one write (a small Put with its data and its
+// end). The payload must not exceed MaxPayload.
+func Append(b []byte, t Type, id uint32, payload []byte) []byte {
+	var buf [HeaderSize]byte
+	buf[0] = byte(t)
+	binary.BigEndian.PutUint32(buf[1:5], id)
+	binary.BigEndian.PutUint32(buf[5:9], uint32(len(payload)))
+	return append(append(b, buf[:]...), payload...)
+}
+
 // WriteJSON writes a control frame.
 func WriteJSON(w io.Writer, t Type, id uint32, v any) error {
 	b, err := json.Marshal(v)

@@ -30,8 +30,9 @@ type groupParams struct {
 	Hold        time.Duration `json:"hold"` // after the Exec, before the Return
 	CreateDelay time.Duration `json:"create_delay"`
 	Zipf        float64       `json:"zipf"`
-	Real        bool          `json:"real"` // the real daemon instead of the fake (no create delay added)
-	Only        string        `json:"only"` // run only this design (empty: all three at once)
+	Real        bool          `json:"real"`       // the real daemon instead of the fake (no create delay added)
+	Only        string        `json:"only"`       // run only this design (empty: all three at once)
+	Sequential  bool          `json:"sequential"` // the designs one after another, each alone on the daemon
 }
 
 type traceOp struct {
@@ -160,33 +161,35 @@ func (e *env) newFake(gp groupParams) *fakedocker.Fake {
 	return f
 }
 
-func (e *env) startDesigns(gp groupParams) ([]string, []design, error) {
-	names := []string{"independent", "group-static", "group-adaptive"}
-	var ds []design
-	var ps pools
-	each := max(1, gp.MaxSize/gp.Templates)
+var designNames = []string{"independent", "group-static", "group-adaptive"}
+
+// startDesign starts design i of designNames, on a fake of its own (or the
+// real daemon).
+func (e *env) startDesign(gp groupParams, i int) (design, error) {
 	f := e.newFake(gp)
-	for i := range gp.Templates {
-		p, err := dockerpool.New(e.ctx, e.templateConfig("gi", i, dockerpool.Config{MinIdle: each, MaxIdle: each, MaxSize: each}, f))
-		if err != nil {
-			return nil, nil, err
+	if i == 0 {
+		each := max(1, gp.MaxSize/gp.Templates)
+		var ps pools
+		for t := range gp.Templates {
+			p, err := dockerpool.New(e.ctx, e.templateConfig("gi", t, dockerpool.Config{MinIdle: each, MaxIdle: each, MaxSize: each}, f))
+			if err != nil {
+				_ = ps.shutdown(e.ctx)
+				return nil, err
+			}
+			ps = append(ps, p)
 		}
-		ps = append(ps, p)
+		return ps, nil
 	}
-	ds = append(ds, ps)
-	for k, static := range []bool{true, false} {
-		f := e.newFake(gp)
-		cfg := dockerpool.GroupConfig{MaxSize: gp.MaxSize, StaticWarmth: static, Templates: map[string]dockerpool.Config{}}
-		for i := range gp.Templates {
-			cfg.Templates[fmt.Sprint("t", i)] = e.templateConfig(fmt.Sprint("g", k), i, dockerpool.Config{MinIdle: 1, MaxIdle: gp.MaxIdle}, f)
-		}
-		g, err := dockerpool.NewGroup(e.ctx, cfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		ds = append(ds, group{g})
+	k := i - 1
+	cfg := dockerpool.GroupConfig{MaxSize: gp.MaxSize, StaticWarmth: k == 0, Templates: map[string]dockerpool.Config{}}
+	for t := range gp.Templates {
+		cfg.Templates[fmt.Sprint("t", t)] = e.templateConfig(fmt.Sprint("g", k), t, dockerpool.Config{MinIdle: 1, MaxIdle: gp.MaxIdle}, f)
 	}
-	return names, ds, nil
+	g, err := dockerpool.NewGroup(e.ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return group{g}, nil
 }
 
 // replay runs the trace on d: every op at its time on a goroutine of its own.
@@ -226,34 +229,58 @@ func (e *env) replay(d design, tr []traceOp, hold time.Duration) (lat []time.Dur
 func (e *env) runGroup() error {
 	gp := e.p.Group
 	tr := makeTrace(gp, 1)
-	e.logf("group: %d ops over %d templates, %.1f/s, phase %v (%v in all), MaxSize %d, hold %v, create delay %v, real %v",
-		gp.Ops, gp.Templates, gp.Rate, gp.Phase, tr[len(tr)-1].at.Round(time.Second), gp.MaxSize, gp.Hold, gp.CreateDelay, gp.Real)
-	names, ds, err := e.startDesigns(gp)
-	defer func() {
-		for _, d := range ds {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			_ = d.shutdown(ctx)
-			cancel()
-		}
-	}()
-	if err != nil {
-		return err
+	e.logf("group: %d ops over %d templates, %.1f/s, phase %v (%v in all), MaxSize %d, hold %v, create delay %v, real %v, sequential %v",
+		gp.Ops, gp.Templates, gp.Rate, gp.Phase, tr[len(tr)-1].at.Round(time.Second), gp.MaxSize, gp.Hold, gp.CreateDelay, gp.Real, gp.Sequential)
+	res := make([]groupResult, len(designNames))
+	measure := func(i int, d design) {
+		lat, errs := e.replay(d, tr, gp.Hold)
+		a, empty, cold, ev := d.counts()
+		res[i] = groupResult{Design: designNames[i], Ops: len(lat), Errors: errs, Cold: cold, Evictions: ev,
+			WarmHit: float64(a-empty) / float64(max(a, 1)), Acquire: summarize("group."+designNames[i], "Acquire on the trace", lat)}
 	}
-	time.Sleep(3 * time.Second) // warm up to MinIdle
-	res := make([]groupResult, len(ds))
-	var wg sync.WaitGroup
-	for i, d := range ds {
-		if gp.Only != "" && names[i] != gp.Only {
-			continue
-		}
-		wg.Go(func() {
-			lat, errs := e.replay(d, tr, gp.Hold)
-			a, empty, cold, ev := d.counts()
-			res[i] = groupResult{Design: names[i], Ops: len(lat), Errors: errs, Cold: cold, Evictions: ev,
-				WarmHit: float64(a-empty) / float64(max(a, 1)), Acquire: summarize("group."+names[i], "Acquire on the trace", lat)}
-		})
+	stop := func(d design) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_ = d.shutdown(ctx)
+		cancel()
 	}
-	wg.Wait()
+	if gp.Sequential {
+		// Each design alone on the daemon: started, warmed, measured, shut down.
+		for i := range designNames {
+			if gp.Only != "" && designNames[i] != gp.Only {
+				continue
+			}
+			d, err := e.startDesign(gp, i)
+			if err != nil {
+				return err
+			}
+			time.Sleep(3 * time.Second) // warm up to MinIdle
+			measure(i, d)
+			stop(d)
+		}
+	} else {
+		var ds []design
+		defer func() {
+			for _, d := range ds {
+				stop(d)
+			}
+		}()
+		for i := range designNames {
+			d, err := e.startDesign(gp, i)
+			if err != nil {
+				return err
+			}
+			ds = append(ds, d)
+		}
+		time.Sleep(3 * time.Second) // warm up to MinIdle
+		var wg sync.WaitGroup
+		for i, d := range ds {
+			if gp.Only != "" && designNames[i] != gp.Only {
+				continue
+			}
+			wg.Go(func() { measure(i, d) })
+		}
+		wg.Wait()
+	}
 	e.rep.Group = res
 	e.rep.GroupParams = &gp
 	for _, r := range res {
@@ -264,7 +291,12 @@ func (e *env) runGroup() error {
 			r.Design, r.Ops, r.Errors, 100*r.WarmHit, r.Cold, r.Evictions, r.Acquire.P50, r.Acquire.P99, r.Acquire.Max)
 	}
 	if ind, ad := res[0].Acquire.P99, res[2].Acquire.P99; ad > 0 && ind > 0 {
-		e.logf("group p99 ratio independent/adaptive: %.1fx", float64(ind)/float64(ad))
+		v := float64(ind) / float64(ad)
+		e.logf("group p99 ratio independent/adaptive: %.1fx", v)
+		e.rep.addGoal(goal{Name: "group.p99", Label: "group: p99 Acquire, 8 independent pools over the adaptive Group", Value: v, Display: fmt.Sprintf("%.1f×", v), Target: "≥ 3", Pass: v >= 3})
+	}
+	if r := res[2]; r.Design != "" {
+		e.rep.addGoal(goal{Name: "group.warm", Label: "group: warm-hit rate of the adaptive Group", Value: r.WarmHit, Display: fmt.Sprintf("%.1f%%", 100*r.WarmHit), Target: "≥ 90%", Pass: r.WarmHit >= 0.9})
 	}
 	return nil
 }

@@ -132,6 +132,7 @@ func main() {
 	flag.DurationVar(&p.Group.CreateDelay, "g-create", 200*time.Millisecond, "group: creation time of the fake daemon")
 	flag.Float64Var(&p.Group.Zipf, "g-zipf", 1.1, "group: Zipf exponent of the templates' popularity")
 	flag.BoolVar(&p.Group.Real, "g-real", false, "group: run the trace on the real daemon instead of the fake")
+	flag.BoolVar(&p.Group.Sequential, "g-sequential", false, "group: run the designs one after another, each alone on the daemon (start, warm up, trace, shut down)")
 	flag.StringVar(&p.Group.Only, "g-only", "", "group: run only this design (independent, group-static, group-adaptive); default all three at once")
 	flag.Parse()
 	if p.Cold == 0 {
