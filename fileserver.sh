@@ -30,6 +30,13 @@ while read -r op n m u s p; do
 		else
 			dd of=/dev/null bs=65536 count="$n" iflag=count_bytes,fullblock status=none
 		fi
+		if [ $r = 43 ]; then
+			# The rest of the data is unread (a full tmpfs): the framing is
+			# lost, so stop now rather than read through it for the line.
+			rm -f "$t"
+			echo "$tok R $r"
+			exit 1
+		fi
 		read -r ok || ok=
 		if [ $r = 0 ] && [ "$ok" = C ]; then
 			{ [ "$m" = - ] || chmod "$m" "$t"; } && mv -f "$t" "$p" || r=42
