@@ -172,17 +172,25 @@ func BenchmarkGroupHostsOwner(b *testing.B) {
 
 // TestGroupHostsOwnerCostDoesNotGrowWithHosts: the group owner's time per
 // message at 100 hosts is within 3 times that at 10 (generous: the
-// placement is indexed, so it should be about the same). A short fixed
-// workload, about a second of hosts failing and coming back.
+// placement is indexed, so it should be about the same). Short windows of
+// hosts failing and coming back, alternated between the two sizes, and the
+// best window of each compared: the test runs beside the whole suite, whose
+// load comes and goes, and a busy machine only ever adds time.
 func TestGroupHostsOwnerCostDoesNotGrowWithHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a few seconds of simulation")
 	}
-	ten := simulateHosts(t, 10, 1000, 3*time.Second)
-	hundred := simulateHosts(t, 100, 1000, 3*time.Second)
-	t.Logf("10 hosts: %.0f ns/msg over %d messages, %d outages; 100 hosts: %.0f ns/msg over %d messages, %d outages",
-		ten.nsPerMsg, ten.msgs, ten.outages, hundred.nsPerMsg, hundred.msgs, hundred.outages)
-	if hundred.nsPerMsg > 3*ten.nsPerMsg {
-		t.Fatalf("the group owner's cost per message grew with the hosts: %.0f ns at 100 hosts, %.0f at 10", hundred.nsPerMsg, ten.nsPerMsg)
+	best := map[int]float64{}
+	for round := range 3 {
+		for _, hosts := range []int{10, 100} {
+			r := simulateHosts(t, hosts, 1000, time.Second)
+			t.Logf("round %d, %d hosts: %.0f ns/msg over %d messages, %d outages", round, hosts, r.nsPerMsg, r.msgs, r.outages)
+			if b, ok := best[hosts]; !ok || r.nsPerMsg < b {
+				best[hosts] = r.nsPerMsg
+			}
+		}
+	}
+	if best[100] > 3*best[10] {
+		t.Fatalf("the group owner's cost per message grew with the hosts: %.0f ns at 100 hosts, %.0f at 10 (best of 3 windows each)", best[100], best[10])
 	}
 }
