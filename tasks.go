@@ -138,6 +138,9 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 	cc, hc := *p.spec.config, *p.spec.host
 	resp, err := p.api.ContainerCreate(ctx, &cc, &hc, p.spec.network, nil, "")
 	if err != nil {
+		if p.createCtx.Err() != nil {
+			p.cutCreates.Add(1) // the daemon may still finish it: finalize looks again
+		}
 		return "", nil, fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
 	}
 	agent, err := p.prepareAgent(ctx, resp.ID)
@@ -350,6 +353,7 @@ func (p *Pool) finalize(base context.Context, sweep []string) error {
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, p.lateSweep(ctx)...)
 	if p.cfg.Network.NeedsRemove {
 		err := p.api.NetworkRemove(ctx, p.cfg.Network.Name)
 		if err != nil && !cerrdefs.IsNotFound(err) {
@@ -358,6 +362,37 @@ func (p *Pool) finalize(base context.Context, sweep []string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// lateSweep, on a Group host where Shutdown cut a creation short, looks
+// again for a while: the daemon finishes a creation whose caller gave up,
+// and a request held up by the network (a host that dropped packets) can
+// reach it after the first sweep's list.
+func (p *Pool) lateSweep(ctx context.Context) []error {
+	if p.cfg.host == "" || p.cutCreates.Load() == 0 {
+		return nil
+	}
+	var errs []error
+	seen := map[string]bool{}
+	for end := time.Now().Add(lateSweepFor); time.Now().Before(end) && ctx.Err() == nil; {
+		time.Sleep(100 * time.Millisecond) // nothing to wait on: the daemon tells no one
+		list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
+		if err != nil {
+			return append(errs, fmt.Errorf("dockerpool: list late containers: %w", err))
+		}
+		for _, c := range list {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				if err := p.removeContainer(ctx, c.ID); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// lateSweepFor is how long lateSweep looks.
+const lateSweepFor = time.Second
 
 // done is the result of a task that ended with err, for a worker whose task
 // panicked (and for tests that play the workers).
