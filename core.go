@@ -149,8 +149,8 @@ type core struct {
 	lastCrash       time.Time           // when the last one did
 	early           map[string]eventMsg // deaths of containers not known yet
 
-	bud      budget // a Group member's permits; unused by a plain pool
-	hostDown error  // the Group host is out of placement (core_host.go); nil otherwise
+	bud  budget    // a Group member's permits; unused by a plain pool
+	host hostState // the Group host's state as the group says (core_host.go)
 
 	st        Stats // counters; the gauges and RemovedBy are filled in by snapshot
 	removedBy [numReasons]int64

@@ -106,7 +106,7 @@ func (c *core) wants(now time.Time) {
 
 // giveBack returns the permits no container needs, at the end of balance.
 func (c *core) giveBack() {
-	if c.phase != phaseRunning || c.hostDown != nil {
+	if c.phase != phaseRunning || c.host.down != nil {
 		c.bud.wantWait, c.bud.wantWarm = 0, 0
 	}
 	c.bud.permits = min(c.bud.permits, c.size())

@@ -17,8 +17,8 @@ func (c *core) acquire(reply chan acquireReply, now time.Time) {
 		c.refuse(reply, ErrPoolShutdown)
 		return
 	}
-	if c.hostDown != nil {
-		c.refuse(reply, c.hostDown)
+	if c.host.down != nil {
+		c.refuse(reply, c.host.down)
 		return
 	}
 	if len(c.idle) > 0 {
@@ -131,8 +131,8 @@ func (c *core) waitIdle(r idleWaitReq) {
 		c.answer(r.reply, ErrPoolShutdown)
 		return
 	}
-	if c.hostDown != nil {
-		c.answer(r.reply, c.hostDown)
+	if c.host.down != nil {
+		c.answer(r.reply, c.host.down)
 		return
 	}
 	c.idleWaits = append(c.idleWaits, r)
@@ -174,7 +174,7 @@ func (c *core) shutdown() {
 		c.enqueue(r.t)
 	}
 	c.retries = nil
-	if c.hostDown != nil {
+	if c.host.down != nil {
 		c.abandon() // its host is out: nothing waits on it
 	}
 }

@@ -22,20 +22,33 @@ import (
 // host and wrapping ErrHostDown) or is back (nil).
 type hostMsg struct{ err error }
 
+// hostState is what a member pool knows of its Group host.
+type hostState struct {
+	down   error     // out of placement, and why; nil when in
+	backAt time.Time // when it last came back
+}
+
+// afterBack is how long after its host came back a pool keeps looking, every
+// second, for containers that creations cut by the outage leave: the daemon
+// finishes a creation whose caller gave up, and a request that a dropping
+// network held up reaches it when TCP retransmits it, seconds later.
+const afterBack = 15 * time.Second
+
 func (m hostMsg) apply(c *core, now time.Time) { c.hostChange(m.err, now) }
 
 func (c *core) hostChange(err error, now time.Time) {
 	if err == nil {
-		if c.hostDown != nil {
-			c.hostDown = nil
+		if c.host.down != nil {
+			c.host.down = nil
+			c.host.backAt = now
 			c.healthy() // its calls failed because the host was out, not the pool
 			c.retryAt = now
 			c.reconcileAt = now // deaths missed while it was out
 		}
 		return
 	}
-	was := c.hostDown
-	c.hostDown = err
+	was := c.host.down
+	c.host.down = err
 	if was != nil {
 		return
 	}
@@ -84,7 +97,7 @@ func (c *core) drop(id string) {
 }
 
 // parked: the host is out and the pool runs: no Docker work starts.
-func (c *core) parked() bool { return c.hostDown != nil && c.phase == phaseRunning }
+func (c *core) parked() bool { return c.host.down != nil && c.phase == phaseRunning }
 
 // leaves: shutting down with the host out, a removal is a drop.
-func (c *core) leaves() bool { return c.hostDown != nil && c.phase != phaseRunning }
+func (c *core) leaves() bool { return c.host.down != nil && c.phase != phaseRunning }

@@ -197,11 +197,11 @@ func (c *core) reconciled(m reconciledMsg, now time.Time) {
 		if _, ok := c.known[f.id]; ok || !f.ours {
 			continue
 		}
-		if age := now.Sub(f.created); age < settle {
+		if age := now.Sub(f.created); age < settle && c.creatingNow() {
 			// Perhaps a creation still in flight: look again once no
 			// creation sent before the list can be, rather than at the next
-			// periodic reconcile (a creation a host's outage cut short is
-			// finished by the daemon when the host is back).
+			// periodic reconcile. With none in flight it can only be one
+			// whose answer was lost (a host's outage cut it short).
 			if at := f.created.Add(settle); at.Before(c.reconcileAt) {
 				c.reconcileAt = at
 			}
@@ -211,10 +211,30 @@ func (c *core) reconciled(m reconciledMsg, now time.Time) {
 		// creation whose answer was lost. Remove it.
 		c.startRemove(c.admit(f.id, f.created), ReasonStale)
 	}
+	if !c.host.backAt.IsZero() && now.Sub(c.host.backAt) < afterBack {
+		c.reconcileAt = minTime(c.reconcileAt, now.Add(time.Second))
+	}
 	for id, s := range c.known {
 		// Containers made after the list was asked for are not in it.
 		if !running[id] && s.state != stRemoving && s.created.Before(c.reconcileIssued) {
 			c.event(eventMsg{id: id, action: "die", exitCode: "137"}, now)
 		}
 	}
+}
+
+// creatingNow reports whether a creation is queued or running.
+func (c *core) creatingNow() bool {
+	for _, n := range c.creating {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
