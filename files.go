@@ -31,15 +31,14 @@ const (
 
 // transferSpec is one transfer as the frame hands it to a runner.
 type transferSpec struct {
-	kind  transferKind
-	path  string      // absolute and clean: the file, the directory to unpack into, or what to pack
-	perm  fs.FileMode // a file's permission bits (put)
-	r     io.Reader   // put: the content, or the tar stream
-	data  []byte      // put of a file: the content, when whole is set
-	whole bool        // WriteFile: r reads data, all in memory
-	w     io.Writer   // get: where the content, or the tar stream, goes
-	max   int64       // get: content bytes allowed; < 0: no limit
-	op    *operation
+	kind transferKind
+	path string      // absolute and clean: the file, the directory to unpack into, or what to pack
+	perm fs.FileMode // a file's permission bits (put)
+	r    io.Reader   // put: the content, or the tar stream
+	data []byte      // put of a file (WriteFile): the content, all in memory; r reads it
+	w    io.Writer   // get: where the content, or the tar stream, goes
+	max  int64       // get: content bytes allowed; < 0: no limit
+	op   *operation
 }
 
 // WriteFile creates or replaces the file at path (absolute) with data and
@@ -53,7 +52,7 @@ type transferSpec struct {
 // that serves the next ones (see the README's Files section): it costs an
 // exec once, and a few milliseconds after that.
 func (c *Container) WriteFile(ctx context.Context, path string, data []byte, perm fs.FileMode) error {
-	t := &transferSpec{kind: kindFile, path: path, perm: perm.Perm(), r: bytes.NewReader(data), data: data, whole: true}
+	t := &transferSpec{kind: kindFile, path: path, perm: perm.Perm(), r: bytes.NewReader(data), data: data}
 	return c.transfer(ctx, "write file", t, runner.put)
 }
 

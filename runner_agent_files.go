@@ -35,7 +35,7 @@ func (r agentRunner) put(ctx context.Context, _ *Container, t *transferSpec) out
 	defer a.unregister(st)
 	msg := agentproto.PutMsg{Kind: kindName(t.kind), Path: t.path, Mode: uint32(t.perm)}
 	x := &agentTransfer{a: a, st: st, fed: make(chan error, 1)}
-	if t.kind == kindFile && t.whole && len(t.data) <= agentproto.Chunk {
+	if t.kind == kindFile && len(t.data) <= agentproto.Chunk {
 		// A small WriteFile: the Put, its data and its end in one write,
 		// within the window a new stream starts with.
 		if err := a.writeFrames(smallPut(st, msg, t.data)); err != nil {

@@ -103,7 +103,7 @@ func (dockerRunner) put(ctx context.Context, c *Container, t *transferSpec) outc
 	if err := t.op.ready(); err != nil {
 		return outcome{err: err, suspect: gone(err)}
 	}
-	if t.kind == kindFile && t.whole && servable(t.path) {
+	if t.kind == kindFile && servable(t.path) {
 		if o, ok := serverPut(ctx, c, t); ok {
 			return o
 		}

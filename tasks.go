@@ -340,20 +340,16 @@ func (p *Pool) labelFilter() filters.Args {
 func (p *Pool) finalize(base context.Context, sweep []string) error {
 	ctx, cancel := context.WithTimeout(base, p.cfg.DockerTimeout)
 	defer cancel()
+	seen := map[string]bool{}
 	var errs []error
-	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
-	if err != nil {
-		errs = append(errs, fmt.Errorf("dockerpool: list leftover containers: %w", err))
-	}
-	for _, c := range list {
-		sweep = append(sweep, c.ID)
-	}
 	for _, id := range sweep {
+		seen[id] = true
 		if err := p.removeContainer(ctx, id); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, p.lateSweep(ctx)...)
+	errs = append(errs, p.sweepLabelled(ctx, seen)...)
+	errs = append(errs, p.lateSweep(ctx, seen)...)
 	if p.cfg.Network.NeedsRemove {
 		err := p.api.NetworkRemove(ctx, p.cfg.Network.Name)
 		if err != nil && !cerrdefs.IsNotFound(err) {
@@ -367,24 +363,31 @@ func (p *Pool) finalize(base context.Context, sweep []string) error {
 // again for a while: the daemon finishes a creation whose caller gave up,
 // and a request held up by the network (a host that dropped packets) can
 // reach it after the first sweep's list.
-func (p *Pool) lateSweep(ctx context.Context) []error {
+func (p *Pool) lateSweep(ctx context.Context, seen map[string]bool) []error {
 	if p.cfg.host == "" || p.cutCreates.Load() == 0 {
 		return nil
 	}
 	var errs []error
-	seen := map[string]bool{}
 	for end := time.Now().Add(lateSweepFor); time.Now().Before(end) && ctx.Err() == nil; {
 		time.Sleep(100 * time.Millisecond) // nothing to wait on: the daemon tells no one
-		list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
-		if err != nil {
-			return append(errs, fmt.Errorf("dockerpool: list late containers: %w", err))
-		}
-		for _, c := range list {
-			if !seen[c.ID] {
-				seen[c.ID] = true
-				if err := p.removeContainer(ctx, c.ID); err != nil {
-					errs = append(errs, err)
-				}
+		errs = append(errs, p.sweepLabelled(ctx, seen)...)
+	}
+	return errs
+}
+
+// sweepLabelled removes every container carrying the pool's label that is
+// not in seen yet, and adds it there.
+func (p *Pool) sweepLabelled(ctx context.Context, seen map[string]bool) []error {
+	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
+	if err != nil {
+		return []error{fmt.Errorf("dockerpool: list leftover containers: %w", err)}
+	}
+	var errs []error
+	for _, c := range list {
+		if !seen[c.ID] {
+			seen[c.ID] = true
+			if err := p.removeContainer(ctx, c.ID); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
