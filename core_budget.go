@@ -39,6 +39,7 @@ type budgetReport struct {
 	wantWait, wantWarm int
 	waitSince          []time.Time // arrival of the callers behind wantWait, oldest first
 	idle, inUse        int
+	waiting            int       // callers waiting for a container
 	lruIdle            time.Time // since when the least recently used idle container is idle
 	acquires, misses   int64     // hand-outs, and the cold starts among them
 	missWait           time.Duration
@@ -47,7 +48,7 @@ type budgetReport struct {
 
 func (r budgetReport) same(o budgetReport) bool {
 	return r.held == o.held && r.grants == o.grants && r.evicts == o.evicts && r.asked == o.asked &&
-		r.wantWait == o.wantWait && r.wantWarm == o.wantWarm && r.idle == o.idle && r.inUse == o.inUse &&
+		r.wantWait == o.wantWait && r.wantWarm == o.wantWarm && r.idle == o.idle && r.inUse == o.inUse && r.waiting == o.waiting &&
 		r.lruIdle.Equal(o.lruIdle) && r.acquires == o.acquires && r.misses == o.misses &&
 		r.missWait == o.missWait && r.stopped == o.stopped && slices.EqualFunc(r.waitSince, o.waitSince, time.Time.Equal)
 }
@@ -117,7 +118,7 @@ func (c *core) budgetNews() *budgetReport {
 	r := budgetReport{
 		held: c.bud.permits, grants: c.bud.grants, evicts: c.bud.evicts, asked: c.bud.asked,
 		wantWait: c.bud.wantWait, wantWarm: c.bud.wantWarm,
-		idle: len(c.idle), inUse: len(c.leased),
+		idle: len(c.idle), inUse: len(c.leased), waiting: c.liveWaiters,
 		acquires: c.st.AcquireCount, misses: c.st.ColdAcquireCount, missWait: c.bud.coldWait,
 		stopped: c.phase >= phaseFinalizing,
 	}

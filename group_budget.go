@@ -3,7 +3,6 @@ package dockerpool
 import (
 	"cmp"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 )
@@ -39,13 +38,11 @@ type groupMember struct {
 	target     int          // warm target in force
 	sentTarget int          // the last one sent
 
-	// Demand, for adaptive warmth.
-	rate       float64       // acquires per second, smoothed over rateTau
-	boost      float64       // recent misses, decaying over boostTau
-	createTime time.Duration // how long a miss waits, smoothed
-	seenAcq    int64
-	seenMiss   int64
-	seenWait   time.Duration
+	// Demand, for adaptive warmth (group_warmth.go).
+	rate    float64 // acquires per second, smoothed over rateTau
+	load    float64 // containers in use plus callers waiting, smoothed over loadTau
+	share   int     // the containers the budget gives it, in use and idle
+	seenAcq int64
 
 	evictedWait, evictedWarm int64 // its containers evicted for others
 }
@@ -58,20 +55,12 @@ type budgetFx struct {
 	warm    int  // >= 0: a warmMsg
 }
 
-// Adaptive warmth.
-const (
-	rateTau           = 10 * time.Second // the demand's memory
-	boostTau          = 20 * time.Second // a miss's memory
-	warmSlack         = 1.5              // warm target: this many creations' worth of demand...
-	defaultCreateTime = time.Second      // ...with this creation time until one is measured
-)
-
 func newBudgetCore(maxSize int, adaptive bool) *budgetCore {
 	return &budgetCore{maxSize: maxSize, adaptive: adaptive, members: map[uint64]*groupMember{}}
 }
 
 func (b *budgetCore) add(id uint64, template string, minIdle, maxIdle int) {
-	m := &groupMember{id: id, template: template, minIdle: minIdle, maxIdle: maxIdle, target: minIdle, sentTarget: minIdle}
+	m := &groupMember{id: id, template: template, minIdle: minIdle, maxIdle: maxIdle, target: minIdle, sentTarget: minIdle, share: minIdle}
 	b.members[id] = m
 	b.ids = append(b.ids, id)
 }
@@ -121,39 +110,13 @@ func (b *budgetCore) tick(now time.Time) []budgetFx {
 		for _, id := range b.ids {
 			b.estimate(b.members[id], dt)
 		}
+		if b.adaptive {
+			b.allocate()
+		}
 	}
 	b.lastTick = now
 	b.decide()
 	return b.fx
-}
-
-// estimate follows one member's demand over the last dt and sets its target:
-// warmSlack creations' worth of its acquire rate, plus its recent misses,
-// between MinIdle and MaxIdle.
-func (b *budgetCore) estimate(m *groupMember, dt time.Duration) {
-	acq, miss, wait := m.rep.acquires-m.seenAcq, m.rep.misses-m.seenMiss, m.rep.missWait-m.seenWait
-	m.seenAcq, m.seenMiss, m.seenWait = m.rep.acquires, m.rep.misses, m.rep.missWait
-	sec := dt.Seconds()
-	m.rate += (1 - math.Exp(-sec/rateTau.Seconds())) * (float64(acq)/sec - m.rate)
-	if miss > 0 {
-		ct := wait / time.Duration(miss)
-		if m.createTime == 0 {
-			m.createTime = ct
-		} else {
-			m.createTime = (3*m.createTime + ct) / 4
-		}
-	}
-	m.boost = m.boost*math.Exp(-sec/boostTau.Seconds()) + float64(miss)
-	if !b.adaptive || m.retired {
-		return
-	}
-	ct := cmp.Or(m.createTime, defaultCreateTime)
-	want := int(math.Ceil(m.rate*ct.Seconds()*warmSlack + m.boost - 0.5))
-	m.target = max(m.minIdle, min(m.maxIdle, want))
-	if m.target != m.sentTarget {
-		m.sentTarget = m.target
-		b.fx = append(b.fx, budgetFx{id: m.id, warm: m.target})
-	}
 }
 
 // unit is one creation a waiting caller needs, with the caller's arrival.
@@ -167,6 +130,9 @@ type unit struct {
 // another member when there is no room; then to warmth, from free room or
 // from another member's idle containers above its own target.
 func (b *budgetCore) decide() {
+	if b.adaptive {
+		b.retarget()
+	}
 	free := b.maxSize - b.used()
 	coming := 0
 	for _, id := range b.ids {
@@ -245,7 +211,7 @@ func (b *budgetCore) warmUp(free int) {
 	for _, m := range ms {
 		for k := m.wantWarm(); k > 0; k-- {
 			if free == 0 {
-				if v := b.victim(m, true); v != nil && v.rate < m.rate {
+				if v := b.warmVictim(m); v != nil {
 					b.evict(v)
 					v.evictedWarm++
 					b.evictWarm++
