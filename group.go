@@ -21,8 +21,10 @@ import (
 // At the cap, an Acquire for a template with nothing idle evicts the least
 // recently used idle container of another template to make room, and callers
 // of all templates waiting for room are served in the order they came. With
-// adaptive warmth (the default) each template's warm target follows its
-// demand between its MinIdle and MaxIdle. Create one with NewGroup; it is
+// adaptive warmth (the default) the budget is shared out by demand: each
+// template gets the containers that save the most misses (group_warmth.go),
+// and keeps idle its share less what it has in use, between its MinIdle and
+// MaxIdle. Create one with NewGroup; it is
 // safe for use by many goroutines at once.
 type Group struct {
 	cfg    GroupConfig
@@ -65,7 +67,10 @@ type GroupConfig struct {
 	// caps that template alone.
 	Templates map[string]Config
 	// StaticWarmth turns adaptive warmth off: each template keeps its
-	// MinIdle warm, and containers returned stay idle up to MaxIdle.
+	// MinIdle warm, and containers returned stay idle up to MaxIdle. With
+	// adaptive warmth (the default) the group shares the budget out by each
+	// template's measured concurrent use, and a template keeps idle its
+	// share less what it has in use, between its MinIdle and MaxIdle.
 	StaticWarmth bool
 	// KeepGoing makes NewGroup leave out a template that cannot start (its
 	// image is missing, its network...) instead of failing: Acquire for it
