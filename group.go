@@ -171,7 +171,8 @@ func (l *memberLink) post(r budgetReport) {
 // GroupConfig.Hosts) and the group that shares the budget among them. It
 // fails, naming the template (and the host), when a template's
 // configuration is invalid or its pool cannot start (unless KeepGoing), and
-// when a host is invalid; nothing is then left running.
+// when a host is invalid or two hosts are one daemon (Host.Client); nothing
+// is then left running.
 func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 	hosts, err := groupHosts(&cfg)
 	if err != nil {
@@ -179,6 +180,9 @@ func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 	}
 	if len(cfg.Templates) == 0 {
 		return nil, fmt.Errorf("%w: GroupConfig.Templates is empty", ErrInvalidConfig)
+	}
+	if err := sameDaemonID(ctx, cfg.Hosts); err != nil {
+		return nil, err
 	}
 	g := &Group{
 		cfg:    cfg,

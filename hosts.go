@@ -1,8 +1,11 @@
 package dockerpool
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 )
 
@@ -19,7 +22,11 @@ type Host struct {
 	// host and TLS settings (client.WithHost, client.WithTLSClientConfig,
 	// client.WithAPIVersionNegotiation), or any DockerAPI. It replaces the
 	// templates' Config.Client on this host. Required. The group does not
-	// close it: the caller owns it.
+	// close it: the caller owns it. Two hosts must be two daemons (their
+	// pools share names): NewGroup refuses, with ErrInvalidConfig naming
+	// both, the same Client twice, the same daemon URL twice (DaemonHost,
+	// which *client.Client has) and the same daemon ID twice (Info, asked
+	// of every host before any pool starts).
 	Client DockerAPI
 	// MaxSize caps the containers of all templates together on this host:
 	// idle, in use and being made. Required (positive).
@@ -57,7 +64,9 @@ const DefaultHostPing = time.Second
 func (c *Container) Host() string { return c.pool.cfg.host }
 
 // validateHosts checks GroupConfig.Hosts; every error wraps
-// ErrInvalidConfig and names the host.
+// ErrInvalidConfig and names the host (both hosts, for two entries of one
+// daemon: the same Client, or the same daemon URL as a *client.Client's
+// DaemonHost reports it).
 func validateHosts(hosts []Host) error {
 	seen := map[string]bool{}
 	for i, h := range hosts {
@@ -72,6 +81,63 @@ func validateHosts(hosts []Host) error {
 			return fmt.Errorf("%w: GroupConfig.Hosts: host %q: MaxSize must be positive, not %d", ErrInvalidConfig, h.Name, h.MaxSize)
 		}
 		seen[h.Name] = true
+	}
+	return sameDaemonTwice(hosts)
+}
+
+// sameDaemonTwice refuses two hosts with the same Client (a pointer, or
+// any comparable value) or the same daemon URL: their pools would share
+// names on one daemon and take or remove each other's containers.
+func sameDaemonTwice(hosts []Host) error {
+	clients := map[DockerAPI]string{}
+	urls := map[string]string{}
+	for _, h := range hosts {
+		if reflect.TypeOf(h.Client).Comparable() {
+			if other, ok := clients[h.Client]; ok {
+				return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q have the same Client: one daemon, two entries", ErrInvalidConfig, other, h.Name)
+			}
+			clients[h.Client] = h.Name
+		}
+		d, ok := h.Client.(interface{ DaemonHost() string })
+		if !ok || d.DaemonHost() == "" {
+			continue
+		}
+		url := d.DaemonHost()
+		if other, ok := urls[url]; ok {
+			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q reach the same daemon (%s)", ErrInvalidConfig, other, h.Name, url)
+		}
+		urls[url] = h.Name
+	}
+	return nil
+}
+
+// sameDaemonID asks every host's daemon for its ID (Info, in parallel,
+// within pingTimeout) before any pool starts, and refuses two hosts with
+// the same one: two URLs of one daemon (a name and an address, a socket
+// and TCP). A host that does not answer is not checked: its pools' start
+// says why it cannot be reached.
+func sameDaemonID(ctx context.Context, hosts []Host) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	ids := make([]string, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Go(func() {
+			if info, err := h.Client.Info(ctx); err == nil {
+				ids[i] = info.ID
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]string{}
+	for i, id := range ids {
+		if id == "" {
+			continue
+		}
+		if other, ok := seen[id]; ok {
+			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q are the same daemon (ID %s)", ErrInvalidConfig, other, hosts[i].Name, id)
+		}
+		seen[id] = hosts[i].Name
 	}
 	return nil
 }
