@@ -12,16 +12,22 @@ import (
 	"github.com/dockerpool/dockerpool/internal/fakedocker"
 )
 
-// daemonWithID is a fake daemon whose Info reports an ID, as a real one does.
+// daemonWithID is a fake daemon whose Info says who it is, as a real one
+// does: its ID (which the daemons of one machine share), its machine's
+// name, its data root.
 type daemonWithID struct {
 	*fakedocker.Fake
-	id string
+	id, name, root string
 }
 
 func (d daemonWithID) Info(ctx context.Context) (system.Info, error) {
 	info, err := d.Fake.Info(ctx)
-	info.ID = d.id
+	info.ID, info.Name, info.DockerRootDir = d.id, d.name, d.root
 	return info, err
+}
+
+func daemon(id, name, root string) daemonWithID {
+	return daemonWithID{fakedocker.New(fakeImage), id, name, root}
 }
 
 // daemonAt is a fake daemon reached at a URL, as a *client.Client says
@@ -67,11 +73,11 @@ func TestNewGroupRefusesTwoHostsOfTheSameDaemonNamingBoth(t *testing.T) {
 			{Name: "a", Client: daemonAt{fakedocker.New(fakeImage), "unix:///run/d.sock"}, MaxSize: 1},
 			{Name: "b", Client: daemonAt{fakedocker.New(fakeImage), "unix:///run/d.sock"}, MaxSize: 1},
 		}, `hosts "a" and "b" reach the same daemon (unix:///run/d.sock)`},
-		{"the same daemon ID", []Host{
-			{Name: "a", Client: daemonWithID{fakedocker.New(fakeImage), "ID-1"}, MaxSize: 1},
-			{Name: "b", Client: daemonWithID{fakedocker.New(fakeImage), "ID-2"}, MaxSize: 1},
-			{Name: "c", Client: daemonWithID{fakedocker.New(fakeImage), "ID-1"}, MaxSize: 1},
-		}, `hosts "a" and "c" are the same daemon (ID ID-1)`},
+		{"the same daemon by two URLs", []Host{
+			{Name: "a", Client: daemon("ID-1", "m1", "/var/lib/docker"), MaxSize: 1},
+			{Name: "b", Client: daemon("ID-2", "m2", "/var/lib/docker"), MaxSize: 1},
+			{Name: "c", Client: daemon("ID-1", "m1", "/var/lib/docker"), MaxSize: 1},
+		}, `hosts "a" and "c" are the same daemon (ID ID-1, host name "m1", data root "/var/lib/docker")`},
 	} {
 		_, err := NewGroup(context.Background(), GroupConfig{Hosts: tc.hosts, Templates: tmpl})
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
@@ -80,10 +86,15 @@ func TestNewGroupRefusesTwoHostsOfTheSameDaemonNamingBoth(t *testing.T) {
 	}
 }
 
-func TestNewGroupAcceptsDaemonsWithDifferentIDs(t *testing.T) {
+// Daemons of one machine share their ID (Docker 20.10's comes from
+// /etc/docker/key.json: the private daemons of hosts_integration_test.go
+// do), and cloned machines too: the ID alone does not make two hosts one.
+func TestNewGroupAcceptsDaemonsThatShareAnIDButNotTheirDataRootOrMachine(t *testing.T) {
 	g, err := NewGroup(context.Background(), GroupConfig{StaticWarmth: true, Templates: map[string]Config{"t": testConfig(Config{MinIdle: 1, MaxIdle: 1})}, Hosts: []Host{
-		{Name: "a", Client: daemonWithID{fakedocker.New(fakeImage), "ID-1"}, MaxSize: 1},
-		{Name: "b", Client: daemonWithID{fakedocker.New(fakeImage), "ID-2"}, MaxSize: 1},
+		{Name: "a", Client: daemon("ID-1", "m1", "/var/lib/docker"), MaxSize: 1},
+		{Name: "b", Client: daemon("ID-1", "m1", "/tmp/d2/data"), MaxSize: 1},
+		{Name: "c", Client: daemon("ID-1", "m2", "/var/lib/docker"), MaxSize: 1},
+		{Name: "d", Client: daemon("ID-2", "m1", "/var/lib/docker"), MaxSize: 1},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"sync"
 	"time"
+
+	"github.com/docker/docker/api/types/system"
 )
 
 // Host is one Docker endpoint of a Group spread over several machines
@@ -25,8 +27,9 @@ type Host struct {
 	// close it: the caller owns it. Two hosts must be two daemons (their
 	// pools share names): NewGroup refuses, with ErrInvalidConfig naming
 	// both, the same Client twice, the same daemon URL twice (DaemonHost,
-	// which *client.Client has) and the same daemon ID twice (Info, asked
-	// of every host before any pool starts).
+	// which *client.Client has) and the same daemon twice as Info, asked of
+	// every host before any pool starts, tells it: the same ID, host name
+	// and data root (the ID alone is shared by the daemons of one machine).
 	Client DockerAPI
 	// MaxSize caps the containers of all templates together on this host:
 	// idle, in use and being made. Required (positive).
@@ -111,33 +114,38 @@ func sameDaemonTwice(hosts []Host) error {
 	return nil
 }
 
-// sameDaemonID asks every host's daemon for its ID (Info, in parallel,
-// within pingTimeout) before any pool starts, and refuses two hosts with
-// the same one: two URLs of one daemon (a name and an address, a socket
-// and TCP). A host that does not answer is not checked: its pools' start
-// says why it cannot be reached.
+// sameDaemonID asks every host's daemon who it is (Info, in parallel,
+// within pingTimeout) before any pool starts, and refuses two hosts that
+// are one daemon: two URLs of it (a name and an address, a socket and
+// TCP). The ID alone does not tell: daemons on one machine share it (Docker
+// 20.10 derives it from /etc/docker/key.json) and so do cloned machines, so
+// a daemon is its ID, its host name and its data root together. A host
+// that does not answer is not checked: its pools' start says why it cannot
+// be reached.
 func sameDaemonID(ctx context.Context, hosts []Host) error {
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	ids := make([]string, len(hosts))
+	infos := make([]system.Info, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		wg.Go(func() {
 			if info, err := h.Client.Info(ctx); err == nil {
-				ids[i] = info.ID
+				infos[i] = info
 			}
 		})
 	}
 	wg.Wait()
-	seen := map[string]string{}
-	for i, id := range ids {
-		if id == "" {
+	seen := map[[3]string]string{}
+	for i, info := range infos {
+		if info.ID == "" {
 			continue
 		}
-		if other, ok := seen[id]; ok {
-			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q are the same daemon (ID %s)", ErrInvalidConfig, other, hosts[i].Name, id)
+		who := [3]string{info.ID, info.Name, info.DockerRootDir}
+		if other, ok := seen[who]; ok {
+			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q are the same daemon (ID %s, host name %q, data root %q)",
+				ErrInvalidConfig, other, hosts[i].Name, info.ID, info.Name, info.DockerRootDir)
 		}
-		seen[id] = hosts[i].Name
+		seen[who] = hosts[i].Name
 	}
 	return nil
 }
