@@ -80,7 +80,7 @@ func (g *Group) run() {
 				return
 			}
 		}
-		if len(g.queue) > 0 {
+		if len(g.queues) > 0 {
 			g.serveQueue()
 		}
 		if m := g.cfg.meter; m != nil {
