@@ -2,6 +2,7 @@ package dockerpool
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -113,5 +114,43 @@ func TestGroupHostsQueueACallerWhoseTemplateIsFullEverywhereWithoutHoldingUpOthe
 		for _, x := range append(us, c, byHost["a"]) {
 			is.NoErr(g.Return(ctx, x))
 		}
+	})
+}
+
+func TestGroupHostsCountTheCallersQueuedInTheGroupAsWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 1}, map[string]int{"a": 1, "b": 1})
+		is.NoErr(fh.g.WaitIdle(ctx, "t", 1))
+		x, y := fh.acquire(t, "first"), fh.acquire(t, "second")
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				c, err := fh.g.Acquire(cctx, "t")
+				if err == nil {
+					err = fh.g.Return(ctx, c)
+				}
+				errs <- err
+			}()
+		}
+		synctest.Wait() // both wait in the group's queue: neither host has room
+		st := fh.g.Stats()
+		is.Equal(st.Templates["t"].Waiting, 2)
+		is.Equal(st.Waiting, 2)
+		is.Equal(st.Hosts["a"].InUse+st.Hosts["b"].InUse, 2)
+		cancel()
+		for range 2 {
+			err := testwait.Recv(t, errs, 5*time.Second, "a queued caller whose ctx ended")
+			is.True(errors.Is(err, context.Canceled))
+		}
+		synctest.Wait()
+		st = fh.g.Stats()
+		is.Equal(st.Templates["t"].Waiting, 0)
+		is.Equal(st.Waiting, 0)
+		is.NoErr(fh.g.Return(ctx, x))
+		is.NoErr(fh.g.Return(ctx, y))
 	})
 }
