@@ -26,7 +26,12 @@ import (
 // for it. The counts are
 // conservative (a waiter's creation is counted against the room twice until
 // its pool reports it), so they may delay a placement until the next report
-// but never overfill a host.
+// but never overfill a host. A caller placed for an idle container that is
+// gone when it arrives (it died, expired, or its host's budget evicted it
+// for another template) is handed back by the member (errPromiseGone) and
+// placed again: on another host's idle container, or where there is room,
+// which may be a cold start on the same host; not to wait at a full one
+// (after maxPromisesGone hand-backs it waits where it is placed).
 //
 // Everything is indexed so that the owner's work per message does not grow
 // with the hosts: per template, the members with idle containers to spare
@@ -49,14 +54,16 @@ type placeTicket struct {
 	avoid    *groupHost // a host whose pool just turned the caller away, or nil
 	reply    chan placeReply
 	m        *member // where it was placed
+	promised bool    // for one of m's idle containers, not for room
 	seq      uint64  // its arrival, for the order across templates' queues
 	queued   bool    // waiting in the group's queue (Group.queues)
 	gone     bool    // its caller gave up while queued
 }
 
 type placeReply struct {
-	m   *member
-	err error
+	m        *member
+	promised bool // for an idle container of m
+	err      error
 }
 
 // placeReq asks the owner where an Acquire goes; withdrawReq says that the
@@ -104,8 +111,8 @@ func (g *Group) place(t *placeTicket, fromQueue bool) bool {
 	}
 	var m *member
 	if fromQueue || g.queuedFor(t.template) == 0 { // else behind its template's queued callers
-		if m = g.pick(p, t.avoid); m == nil && t.avoid != nil {
-			m = g.pick(p, nil)
+		if m, t.promised = g.pick(p, t.avoid); m == nil && t.avoid != nil {
+			m, t.promised = g.pick(p, nil)
 		}
 	}
 	if m == nil {
@@ -118,23 +125,23 @@ func (g *Group) place(t *placeTicket, fromQueue bool) bool {
 	m.placed++
 	g.reindex(m)
 	g.refreshRoom(m.host)
-	t.reply <- placeReply{m: m}
+	t.reply <- placeReply{m: m, promised: t.promised}
 	return true
 }
 
 // pick chooses the member of p an Acquire goes to: one with an idle
-// container to spare, else roomiest's; nil if no healthy host other than
-// avoid has room for it.
-func (g *Group) pick(p *placement, avoid *groupHost) *member {
+// container to spare (idle), else roomiest's; nil if no healthy host other
+// than avoid has room for it.
+func (g *Group) pick(p *placement, avoid *groupHost) (m *member, idle bool) {
 	n := len(p.idle)
 	for i := range n {
 		m := p.idle[(p.next+i)%n]
 		if m.host != avoid {
 			p.next = (p.next + i + 1) % n
-			return m
+			return m, true
 		}
 	}
-	return g.roomiest(p, avoid)
+	return g.roomiest(p, avoid), false
 }
 
 // roomiest is p's member on the healthy host with the most room, other
@@ -282,26 +289,42 @@ func cmpErr(err, def error) error {
 	return err
 }
 
+// maxPromisesGone bounds the placements of one Acquire for idle containers
+// that were gone on arrival; after that it waits where it is placed.
+const maxPromisesGone = 3
+
+// placedHook, in tests, runs between a caller's placement and its Acquire
+// reaching the member's pool.
+var placedHook func(host string)
+
 // acquireOnHosts is Acquire with Hosts: the owner places the caller, and a
 // caller turned away by a host that went out meanwhile is placed again.
 func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container, error) {
 	var avoid *groupHost
+	gone := 0 // promised idle containers that were gone on arrival
 	for tries := 0; ; tries++ {
 		if _, err := g.set.Load().lookup(template); err != nil {
 			return nil, err
 		}
 		t := &placeTicket{template: template, avoid: avoid, reply: make(chan placeReply, 1)}
-		m, err := g.placed(ctx, t)
+		m, promised, err := g.placed(ctx, t)
 		if err != nil {
 			return nil, fmt.Errorf("dockerpool: group: template %q: %w", template, err)
 		}
 		set := g.set.Load()
-		c, sent, err := m.pool.acquireSent(ctx)
+		if placedHook != nil {
+			placedHook(m.host.name)
+		}
+		c, sent, err := m.pool.acquireSent(ctx, promised && gone < maxPromisesGone)
 		if !sent {
 			g.withdraw(t)
 		}
 		if err == nil {
 			return c, nil
+		}
+		if errors.Is(err, errPromiseGone) {
+			gone++
+			continue // its idle container died, expired or was evicted on the way: place it again
 		}
 		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, m)) {
 			continue // the host went out, or Update replaced the template: place it again
@@ -315,23 +338,24 @@ func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container
 }
 
 // placed asks the owner for t's place and waits for it (in the group's
-// queue, when no host has room) until ctx ends.
-func (g *Group) placed(ctx context.Context, t *placeTicket) (*member, error) {
+// queue, when no host has room) until ctx ends; promised: for an idle
+// container there.
+func (g *Group) placed(ctx context.Context, t *placeTicket) (m *member, promised bool, err error) {
 	select {
 	case g.ctrl <- placeReq{t: t}:
 	case <-g.done:
-		return nil, ErrPoolShutdown
+		return nil, false, ErrPoolShutdown
 	case <-ctx.Done():
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return nil, false, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
 	}
 	select {
 	case r := <-t.reply:
-		return r.m, r.err
+		return r.m, r.promised, r.err
 	case <-ctx.Done():
 		g.withdraw(t) // a place it may have got meanwhile is freed
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return nil, false, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
 	case <-g.done:
-		return nil, ErrPoolShutdown
+		return nil, false, ErrPoolShutdown
 	}
 }
 
