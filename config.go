@@ -90,7 +90,7 @@ type Config struct {
 
 	// MaxSize caps all containers of the pool: idle, in use and being
 	// created. At the cap, Acquire waits in FIFO order for a container to be
-	// returned. Zero means no cap.
+	// returned. Zero means no cap. In a Group with Hosts it counts per host.
 	MaxSize int
 	// MaxUses removes a container after it has been handed out this many
 	// times. 1 gives single-use warm containers: the strongest isolation at

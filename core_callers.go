@@ -10,8 +10,10 @@ import (
 // Requests of callers: Acquire, its cancellation, Return and Remove,
 // WaitIdle, Shutdown, and the adoption New asks for.
 
-// acquire hands out the top idle container, or queues the caller.
-func (c *core) acquire(reply chan acquireReply, now time.Time) {
+// acquire hands out the top idle container, or queues the caller; a
+// caller promised an idle container (a Group over hosts) finds none left
+// is handed back to the group instead.
+func (c *core) acquire(reply chan acquireReply, promised bool, now time.Time) {
 	c.bud.asked++
 	if c.phase != phaseRunning {
 		c.refuse(reply, ErrPoolShutdown)
@@ -19,6 +21,10 @@ func (c *core) acquire(reply chan acquireReply, now time.Time) {
 	}
 	if c.host.down != nil {
 		c.refuse(reply, c.host.down)
+		return
+	}
+	if promised && len(c.idle) == 0 {
+		c.refuse(reply, errPromiseGone)
 		return
 	}
 	if len(c.idle) > 0 {

@@ -117,3 +117,9 @@ func (execTimeoutError) Error() string   { return "dockerpool: exec timed out" }
 func (execTimeoutError) Unwrap() error   { return context.DeadlineExceeded }
 func (execTimeoutError) Timeout() bool   { return true }
 func (execTimeoutError) Temporary() bool { return true }
+
+// errPromiseGone is a member pool's answer to a caller a Group over hosts
+// placed there for an idle container that is gone by the time it arrives
+// (it died, expired, or was evicted): the group places the caller again
+// (acquireOnHosts). Callers never see it.
+var errPromiseGone = errors.New("dockerpool: the idle container the caller was placed for is gone")

@@ -48,8 +48,11 @@ type Group struct {
 	all    map[uint64]*member    // every member not yet gone, retired ones included
 	places map[string]*placement // by template in force: where its Acquires go (group_hosts.go)
 
-	room  hostHeap       // the healthy hosts, the one with the most room first
-	queue []*placeTicket // callers waiting for room on any host, oldest first
+	room   hostHeap                // the healthy hosts, the one with the most room first
+	walk   []int                   // roomiest's frontier in room, kept for its capacity
+	queues map[string]*ticketQueue // callers waiting for room on any host, by template (group_queue.go)
+	seq    uint64                  // numbers the queued callers
+	pass   uint64                  // numbers serveQueue's passes
 
 	pools     []*Pool      // written by the owner before done is closed: every member to shut down
 	unreached []*groupHost // written by the owner before done is closed: the hosts out at Shutdown
@@ -64,7 +67,8 @@ type GroupConfig struct {
 	MaxSize int
 	// Templates names the pools of the group and their configuration. A
 	// template's Name defaults to the template's name; its MaxSize, if set,
-	// caps that template alone.
+	// caps that template alone (with Hosts, on each host: placement sends a
+	// caller only where its template has room of its own).
 	Templates map[string]Config
 	// StaticWarmth turns adaptive warmth off: each template keeps its
 	// MinIdle warm, and containers returned stay idle up to MaxIdle. With
@@ -123,6 +127,7 @@ type member struct {
 	host     *groupHost
 
 	// Placement (group_place.go), the owner's.
+	maxSize     int   // its pool's MaxSize: its template's, at most its host's
 	placed      int64 // Acquires placed here (less those that never reached the pool)
 	need, spare int   // what it adds to its host's need and spare
 	idleAt      int   // its index in its placement's idle list, or -1
@@ -176,7 +181,8 @@ func (l *memberLink) post(r budgetReport) {
 // GroupConfig.Hosts) and the group that shares the budget among them. It
 // fails, naming the template (and the host), when a template's
 // configuration is invalid or its pool cannot start (unless KeepGoing), and
-// when a host is invalid; nothing is then left running.
+// when a host is invalid or two hosts are one daemon (Host.Client); nothing
+// is then left running.
 func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 	hosts, err := groupHosts(&cfg)
 	if err != nil {
@@ -184,6 +190,9 @@ func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 	}
 	if len(cfg.Templates) == 0 {
 		return nil, fmt.Errorf("%w: GroupConfig.Templates is empty", ErrInvalidConfig)
+	}
+	if err := sameDaemonID(ctx, cfg.Hosts); err != nil {
+		return nil, err
 	}
 	g := &Group{
 		cfg:    cfg,
@@ -194,6 +203,7 @@ func NewGroup(ctx context.Context, cfg GroupConfig) (*Group, error) {
 		multi:  len(cfg.Hosts) > 0,
 		all:    map[uint64]*member{},
 		places: map[string]*placement{},
+		queues: map[string]*ticketQueue{},
 	}
 	set := &memberSet{byName: map[string][]*member{}, broken: map[string]error{}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Templates)) {
@@ -263,7 +273,7 @@ func (g *Group) startMember(ctx context.Context, name string, cfg Config, rename
 		s.member = &memberLink{id: id, group: g, mail: make(chan budgetReport, 1), wake: g.wake}
 		var p *Pool
 		if p, err = open(ctx, s); err == nil {
-			return &member{id: id, template: name, pool: p, link: s.member, host: h, idleAt: -1}, nil
+			return &member{id: id, template: name, pool: p, link: s.member, host: h, maxSize: cfg.MaxSize, idleAt: -1}, nil
 		}
 	}
 	if h.name != "" {
@@ -279,7 +289,8 @@ func (g *Group) startMember(ctx context.Context, name string, cfg Config, rename
 //
 // With Hosts, it takes an idle container of template on any healthy host
 // first, else waits for one made on the healthy host with the most room
-// (evicting there at the host's cap). A caller waiting on a host that goes
+// where template is below its own MaxSize (evicting there at the host's
+// cap); with no such host it waits in the group for the first room on any. A caller waiting on a host that goes
 // out is placed again on another; with no healthy host, Acquire returns an
 // error wrapping ErrHostDown.
 func (g *Group) Acquire(ctx context.Context, template string) (*Container, error) {

@@ -56,6 +56,7 @@ type memberView struct {
 	pool    *Pool
 	target  int
 	evicted int64
+	queued  int // its template's callers in the group's queue (on the first member of a template)
 }
 
 func (g *Group) run() {
@@ -80,7 +81,7 @@ func (g *Group) run() {
 				return
 			}
 		}
-		if len(g.queue) > 0 {
+		if len(g.queues) > 0 {
 			g.serveQueue()
 		}
 		if m := g.cfg.meter; m != nil {
@@ -266,9 +267,13 @@ func (r groupStatsReq) handle(g *Group, _ time.Time) bool {
 		v.evictWarm += h.core.evictWarm
 	}
 	for name, ms := range g.set.Load().byName {
-		for _, m := range ms {
+		for i, m := range ms {
 			gm := m.host.core.members[m.id]
-			v.members[name] = append(v.members[name], memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm})
+			mv := memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm}
+			if i == 0 {
+				mv.queued = g.queuedFor(name)
+			}
+			v.members[name] = append(v.members[name], mv)
 		}
 	}
 	if g.multi {

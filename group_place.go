@@ -14,20 +14,30 @@ import (
 // says it received (budgetReport.asked): the difference is the callers on
 // their way, which the latest report does not show yet. A caller on its
 // way takes one of the member's idle containers, or needs room on the
-// host. The owner places a caller only where the counts say it can be
+// host and in the member itself (its template's MaxSize, which counts per
+// host). The owner places a caller only where the counts say it can be
 // served at once: an idle container of its template not promised to
 // another caller, else room (free, or another template's idle container to
-// evict) on the healthy host with the most of it. When no healthy host
-// has any, the caller waits in the group's queue, in arrival order, and is
-// placed when a report, a tick or a host's return shows room: it never
-// waits at one host's cap while another host has room. The counts are
+// evict) on the healthy host with the most of it where its template's pool
+// is not full. When no healthy host has any, the caller waits in the
+// group's queue (group_queue.go), in arrival order, and is placed when a
+// report, a tick or a host's return shows room: it never waits at one
+// host's cap, or its template's cap there, while another host has room
+// for it. The counts are
 // conservative (a waiter's creation is counted against the room twice until
 // its pool reports it), so they may delay a placement until the next report
-// but never overfill a host.
+// but never overfill a host. A caller placed for an idle container that is
+// gone when it arrives (it died, expired, or its host's budget evicted it
+// for another template) is handed back by the member (errPromiseGone) and
+// placed again: on another host's idle container, or where there is room,
+// which may be a cold start on the same host; not to wait at a full one
+// (after maxPromisesGone hand-backs it waits where it is placed).
 //
 // Everything is indexed so that the owner's work per message does not grow
 // with the hosts: per template, the members with idle containers to spare
-// (idle); over the healthy hosts, a heap by room (Group.room).
+// (idle); over the healthy hosts, a heap by room (Group.room). A template
+// whose pools are full on the hosts with the most room makes the owner look
+// further down the heap, best first, past those hosts only.
 
 // placement is where a template's Acquires go: its members by host index,
 // and those on healthy hosts with idle containers to spare.
@@ -44,13 +54,16 @@ type placeTicket struct {
 	avoid    *groupHost // a host whose pool just turned the caller away, or nil
 	reply    chan placeReply
 	m        *member // where it was placed
-	queued   bool    // waiting in Group.queue
+	promised bool    // for one of m's idle containers, not for room
+	seq      uint64  // its arrival, for the order across templates' queues
+	queued   bool    // waiting in the group's queue (Group.queues)
 	gone     bool    // its caller gave up while queued
 }
 
 type placeReply struct {
-	m   *member
-	err error
+	m        *member
+	promised bool // for an idle container of m
+	err      error
 }
 
 // placeReq asks the owner where an Acquire goes; withdrawReq says that the
@@ -71,6 +84,7 @@ func (r withdrawReq) handle(g *Group, _ time.Time) bool {
 	switch {
 	case t.queued:
 		t.gone = true
+		g.queues[t.template].live--
 	case t.m != nil:
 		t.m.placed--
 		g.reindex(t.m)
@@ -86,21 +100,24 @@ func (g *Group) place(t *placeTicket, fromQueue bool) bool {
 	p := g.places[t.template]
 	if p == nil {
 		_, err := g.set.Load().lookup(t.template)
+		t.queued = false
 		t.reply <- placeReply{err: cmpErr(err, ErrPoolShutdown)}
 		return true
 	}
 	if len(g.room) == 0 {
+		t.queued = false
 		t.reply <- placeReply{err: fmt.Errorf("%w: no healthy host (of %d)", ErrHostDown, len(g.hosts))}
 		return true
 	}
-	m := g.pick(p, t.avoid)
-	if m == nil && t.avoid != nil {
-		m = g.pick(p, nil)
+	var m *member
+	if fromQueue || g.queuedFor(t.template) == 0 { // else behind its template's queued callers
+		if m, t.promised = g.pick(p, t.avoid); m == nil && t.avoid != nil {
+			m, t.promised = g.pick(p, nil)
+		}
 	}
-	if m == nil || (!fromQueue && len(g.queue) > 0) {
+	if m == nil {
 		if !fromQueue {
-			t.queued = true
-			g.queue = append(g.queue, t)
+			g.enqueue(t)
 		}
 		return false
 	}
@@ -108,61 +125,76 @@ func (g *Group) place(t *placeTicket, fromQueue bool) bool {
 	m.placed++
 	g.reindex(m)
 	g.refreshRoom(m.host)
-	t.reply <- placeReply{m: m}
+	t.reply <- placeReply{m: m, promised: t.promised}
 	return true
 }
 
-// serveQueue places the callers waiting in the group's queue, oldest first,
-// while there is room. A caller that cannot be placed means that no
-// healthy host has room for any template (another template's idle
-// container counts as room), so the rest wait too.
-func (g *Group) serveQueue() {
-	for len(g.queue) > 0 {
-		t := g.queue[0]
-		if !t.gone && !g.place(t, true) {
-			return
-		}
-		g.queue[0] = nil
-		g.queue = g.queue[1:]
-	}
-}
-
-// failQueue answers every queued caller with err.
-func (g *Group) failQueue(err error) {
-	for _, t := range g.queue {
-		if !t.gone {
-			t.queued = false
-			t.reply <- placeReply{err: err}
-		}
-	}
-	g.queue = nil
-}
-
 // pick chooses the member of p an Acquire goes to: one with an idle
-// container to spare, else the one on the healthy host with the most room;
-// nil if no healthy host other than avoid has room.
-func (g *Group) pick(p *placement, avoid *groupHost) *member {
+// container to spare (idle), else roomiest's; nil if no healthy host other
+// than avoid has room for it.
+func (g *Group) pick(p *placement, avoid *groupHost) (m *member, idle bool) {
 	n := len(p.idle)
 	for i := range n {
 		m := p.idle[(p.next+i)%n]
 		if m.host != avoid {
 			p.next = (p.next + i + 1) % n
+			return m, true
+		}
+	}
+	return g.roomiest(p, avoid), false
+}
+
+// roomiest is p's member on the healthy host with the most room, other
+// than avoid, where p's template is not full. It walks the heap best
+// first: the top, then the better of what lies below the hosts passed
+// over, so that it looks only as far as the hosts it must skip.
+func (g *Group) roomiest(p *placement, avoid *groupHost) *member {
+	g.walk = append(g.walk[:0], 0)
+	for len(g.walk) > 0 && len(g.room) > 0 {
+		k := 0
+		for j := range g.walk {
+			if g.room.less(g.room[g.walk[j]], g.room[g.walk[k]]) {
+				k = j
+			}
+		}
+		i := g.walk[k]
+		g.walk[k] = g.walk[len(g.walk)-1]
+		g.walk = g.walk[:len(g.walk)-1]
+		h := g.room[i]
+		if h.room <= 0 && h.room+h.spare <= 0 {
+			return nil // nor has any host below it
+		}
+		if m := p.byHost[h.idx]; h != avoid && !m.full() {
 			return m
 		}
-	}
-	var best *groupHost
-	for _, i := range [...]int{0, 1, 2} { // the top, or its better child when the top is avoided
-		if i >= len(g.room) || (i > 0 && g.room[0] != avoid) {
-			break
-		}
-		if h := g.room[i]; h != avoid && (best == nil || g.room.less(h, best)) {
-			best = h
+		for _, c := range [...]int{2*i + 1, 2*i + 2} {
+			if c < len(g.room) {
+				g.walk = append(g.walk, c)
+			}
 		}
 	}
-	if best == nil || best.room <= 0 && best.room+best.spare <= 0 {
-		return nil
+	return nil
+}
+
+// full: m's pool is at its own MaxSize (its template's, per host), with
+// the creations its waiting callers asked for and the callers on their
+// way that need room: one more caller there would wait for one of its
+// containers to come back.
+func (m *member) full() bool {
+	if m.maxSize >= m.host.maxSize {
+		return false // the host's cap binds first
 	}
-	return p.byHost[best.idx]
+	gm := m.host.core.members[m.id]
+	if gm == nil {
+		return true
+	}
+	return gm.held()+max(0, gm.rep.wantWait-gm.inflight())+m.need >= m.maxSize
+}
+
+// anyRoom: some healthy host has room (free, or idle containers to evict)
+// for a template not full there.
+func (g *Group) anyRoom() bool {
+	return len(g.room) > 0 && (g.room[0].room > 0 || g.room[0].room+g.room[0].spare > 0)
 }
 
 // reindex recomputes what member m adds to its host's counts (its callers
@@ -257,26 +289,42 @@ func cmpErr(err, def error) error {
 	return err
 }
 
+// maxPromisesGone bounds the placements of one Acquire for idle containers
+// that were gone on arrival; after that it waits where it is placed.
+const maxPromisesGone = 3
+
+// placedHook, in tests, runs between a caller's placement and its Acquire
+// reaching the member's pool.
+var placedHook func(host string)
+
 // acquireOnHosts is Acquire with Hosts: the owner places the caller, and a
 // caller turned away by a host that went out meanwhile is placed again.
 func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container, error) {
 	var avoid *groupHost
+	gone := 0 // promised idle containers that were gone on arrival
 	for tries := 0; ; tries++ {
 		if _, err := g.set.Load().lookup(template); err != nil {
 			return nil, err
 		}
 		t := &placeTicket{template: template, avoid: avoid, reply: make(chan placeReply, 1)}
-		m, err := g.placed(ctx, t)
+		m, promised, err := g.placed(ctx, t)
 		if err != nil {
 			return nil, fmt.Errorf("dockerpool: group: template %q: %w", template, err)
 		}
 		set := g.set.Load()
-		c, sent, err := m.pool.acquireSent(ctx)
+		if placedHook != nil {
+			placedHook(m.host.name)
+		}
+		c, sent, err := m.pool.acquireSent(ctx, promised && gone < maxPromisesGone)
 		if !sent {
 			g.withdraw(t)
 		}
 		if err == nil {
 			return c, nil
+		}
+		if errors.Is(err, errPromiseGone) {
+			gone++
+			continue // its idle container died, expired or was evicted on the way: place it again
 		}
 		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, m)) {
 			continue // the host went out, or Update replaced the template: place it again
@@ -290,23 +338,24 @@ func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container
 }
 
 // placed asks the owner for t's place and waits for it (in the group's
-// queue, when no host has room) until ctx ends.
-func (g *Group) placed(ctx context.Context, t *placeTicket) (*member, error) {
+// queue, when no host has room) until ctx ends; promised: for an idle
+// container there.
+func (g *Group) placed(ctx context.Context, t *placeTicket) (m *member, promised bool, err error) {
 	select {
 	case g.ctrl <- placeReq{t: t}:
 	case <-g.done:
-		return nil, ErrPoolShutdown
+		return nil, false, ErrPoolShutdown
 	case <-ctx.Done():
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return nil, false, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
 	}
 	select {
 	case r := <-t.reply:
-		return r.m, r.err
+		return r.m, r.promised, r.err
 	case <-ctx.Done():
 		g.withdraw(t) // a place it may have got meanwhile is freed
-		return nil, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
+		return nil, false, fmt.Errorf("dockerpool: acquire: %w", ctx.Err())
 	case <-g.done:
-		return nil, ErrPoolShutdown
+		return nil, false, ErrPoolShutdown
 	}
 }
 

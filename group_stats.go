@@ -6,6 +6,11 @@ type GroupStats struct {
 	MaxSize int // the budget
 	Used    int // containers counted against it: idle, in use and being made (with permits on their way)
 
+	// Waiting is the Acquire calls waiting now, all templates: in their
+	// pools, and (with Hosts) in the group's queue for room on any host.
+	// Each template's Stats.Waiting counts its own the same way.
+	Waiting int
+
 	Hits   int64 // Acquires served by a warm container (idle, or returned while they waited), all templates
 	Misses int64 // Acquires served by a container made for them: cold starts
 	Waits  int64 // Acquires that found nothing idle (cancelled ones included)
@@ -26,7 +31,7 @@ type GroupStats struct {
 
 // TemplateStats is one template's part of GroupStats.
 type TemplateStats struct {
-	Stats          // the template's pool
+	Stats          // the template's pools (summed over the hosts); Waiting includes its callers in the group's queue
 	WarmTarget int // the idle containers the group keeps for it now
 	Hits       int64
 	Misses     int64
@@ -54,6 +59,7 @@ func (g *Group) Stats() GroupStats {
 			}
 			ts.WarmTarget += m.target
 			ts.Evicted += m.evicted
+			ts.Stats.Waiting += m.queued
 		}
 		ps := ts.Stats
 		ts.Hits, ts.Misses = ps.AcquireCount-ps.ColdAcquireCount, ps.ColdAcquireCount
@@ -61,6 +67,7 @@ func (g *Group) Stats() GroupStats {
 		st.Hits += ts.Hits
 		st.Misses += ts.Misses
 		st.Waits += ps.WaitCount
+		st.Waiting += ps.Waiting
 		for r, n := range ps.RemovedBy {
 			st.RemovedBy[r] += n
 		}

@@ -1,9 +1,14 @@
 package dockerpool
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
+
+	"github.com/docker/docker/api/types/system"
 )
 
 // Host is one Docker endpoint of a Group spread over several machines
@@ -19,7 +24,12 @@ type Host struct {
 	// host and TLS settings (client.WithHost, client.WithTLSClientConfig,
 	// client.WithAPIVersionNegotiation), or any DockerAPI. It replaces the
 	// templates' Config.Client on this host. Required. The group does not
-	// close it: the caller owns it.
+	// close it: the caller owns it. Two hosts must be two daemons (their
+	// pools share names): NewGroup refuses, with ErrInvalidConfig naming
+	// both, the same Client twice, the same daemon URL twice (DaemonHost,
+	// which *client.Client has) and the same daemon twice as Info, asked of
+	// every host before any pool starts, tells it: the same ID, host name
+	// and data root (the ID alone is shared by the daemons of one machine).
 	Client DockerAPI
 	// MaxSize caps the containers of all templates together on this host:
 	// idle, in use and being made. Required (positive).
@@ -57,7 +67,9 @@ const DefaultHostPing = time.Second
 func (c *Container) Host() string { return c.pool.cfg.host }
 
 // validateHosts checks GroupConfig.Hosts; every error wraps
-// ErrInvalidConfig and names the host.
+// ErrInvalidConfig and names the host (both hosts, for two entries of one
+// daemon: the same Client, or the same daemon URL as a *client.Client's
+// DaemonHost reports it).
 func validateHosts(hosts []Host) error {
 	seen := map[string]bool{}
 	for i, h := range hosts {
@@ -72,6 +84,68 @@ func validateHosts(hosts []Host) error {
 			return fmt.Errorf("%w: GroupConfig.Hosts: host %q: MaxSize must be positive, not %d", ErrInvalidConfig, h.Name, h.MaxSize)
 		}
 		seen[h.Name] = true
+	}
+	return sameDaemonTwice(hosts)
+}
+
+// sameDaemonTwice refuses two hosts with the same Client (a pointer, or
+// any comparable value) or the same daemon URL: their pools would share
+// names on one daemon and take or remove each other's containers.
+func sameDaemonTwice(hosts []Host) error {
+	clients := map[DockerAPI]string{}
+	urls := map[string]string{}
+	for _, h := range hosts {
+		if reflect.TypeOf(h.Client).Comparable() {
+			if other, ok := clients[h.Client]; ok {
+				return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q have the same Client: one daemon, two entries", ErrInvalidConfig, other, h.Name)
+			}
+			clients[h.Client] = h.Name
+		}
+		d, ok := h.Client.(interface{ DaemonHost() string })
+		if !ok || d.DaemonHost() == "" {
+			continue
+		}
+		url := d.DaemonHost()
+		if other, ok := urls[url]; ok {
+			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q reach the same daemon (%s)", ErrInvalidConfig, other, h.Name, url)
+		}
+		urls[url] = h.Name
+	}
+	return nil
+}
+
+// sameDaemonID asks every host's daemon who it is (Info, in parallel,
+// within pingTimeout) before any pool starts, and refuses two hosts that
+// are one daemon: two URLs of it (a name and an address, a socket and
+// TCP). The ID alone does not tell: daemons on one machine share it (Docker
+// 20.10 derives it from /etc/docker/key.json) and so do cloned machines, so
+// a daemon is its ID, its host name and its data root together. A host
+// that does not answer is not checked: its pools' start says why it cannot
+// be reached.
+func sameDaemonID(ctx context.Context, hosts []Host) error {
+	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	infos := make([]system.Info, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Go(func() {
+			if info, err := h.Client.Info(ctx); err == nil {
+				infos[i] = info
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[[3]string]string{}
+	for i, info := range infos {
+		if info.ID == "" {
+			continue
+		}
+		who := [3]string{info.ID, info.Name, info.DockerRootDir}
+		if other, ok := seen[who]; ok {
+			return fmt.Errorf("%w: GroupConfig.Hosts: hosts %q and %q are the same daemon (ID %s, host name %q, data root %q)",
+				ErrInvalidConfig, other, hosts[i].Name, info.ID, info.Name, info.DockerRootDir)
+		}
+		seen[who] = hosts[i].Name
 	}
 	return nil
 }

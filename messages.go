@@ -24,6 +24,10 @@ type message interface {
 // waiter when the caller gives up (see cancelReq).
 type acquireReq struct {
 	reply chan acquireReply
+	// promised: a Group over hosts placed the caller here for an idle
+	// container (group_place.go); with none left, the core hands it back
+	// (errPromiseGone) for the group to place again.
+	promised bool
 }
 
 type acquireReply struct {
@@ -178,7 +182,7 @@ type found struct {
 
 // ---- dispatch: each message to the core method of its concern ---------------
 
-func (m acquireReq) apply(c *core, now time.Time)    { c.acquire(m.reply, now) }
+func (m acquireReq) apply(c *core, now time.Time)    { c.acquire(m.reply, m.promised, now) }
 func (m releaseReq) apply(c *core, now time.Time)    { c.release(m, now) }
 func (m cancelReq) apply(c *core, _ time.Time)       { c.withdraw(m.reply) }
 func (m takeBackMsg) apply(c *core, now time.Time)   { c.takeBack(m.id, m.lease, now) }

@@ -83,28 +83,30 @@ type Pool struct {
 func (p *Pool) Acquire(ctx context.Context) (*Container, error) {
 	p.assertNotOwner()
 	ctx, m := p.tel.begin(ctx, "dockerpool.Acquire", p.tel.acquireTime)
-	r, _ := p.acquire(ctx)
+	r, _ := p.acquire(ctx, false)
 	p.tel.acquired(ctx, m, r.c, r.waited, r.err)
 	return r.c, r.err
 }
 
 // acquireSent is Acquire for a Group over hosts: sent says whether the
-// request reached the owner (the group counts the placements that did not).
-func (p *Pool) acquireSent(ctx context.Context) (*Container, bool, error) {
+// request reached the owner (the group counts the placements that did not);
+// promised: the group placed the caller here for an idle container, and
+// the pool answers errPromiseGone if none is left.
+func (p *Pool) acquireSent(ctx context.Context, promised bool) (*Container, bool, error) {
 	p.assertNotOwner()
 	ctx, m := p.tel.begin(ctx, "dockerpool.Acquire", p.tel.acquireTime)
-	r, sent := p.acquire(ctx)
+	r, sent := p.acquire(ctx, promised)
 	p.tel.acquired(ctx, m, r.c, r.waited, r.err)
 	return r.c, sent, r.err
 }
 
 // acquire is Acquire's round trip to the owner; sent: the owner got the
 // request.
-func (p *Pool) acquire(ctx context.Context) (acquireReply, bool) {
+func (p *Pool) acquire(ctx context.Context, promised bool) (acquireReply, bool) {
 	if err := ctx.Err(); err != nil {
 		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", err)}, false
 	}
-	req := acquireReq{reply: p.acquireReplies.Get().(chan acquireReply)}
+	req := acquireReq{reply: p.acquireReplies.Get().(chan acquireReply), promised: promised}
 	select {
 	case p.acquireCh <- req:
 	case <-p.closing:
@@ -121,7 +123,7 @@ func (p *Pool) acquire(ctx context.Context) (acquireReply, bool) {
 	case <-ctx.Done():
 		// The owner takes back a container it may have sent meanwhile.
 		select {
-		case p.ctrlCh <- cancelReq(req):
+		case p.ctrlCh <- cancelReq{reply: req.reply}:
 		case <-p.done:
 		}
 		return acquireReply{err: fmt.Errorf("dockerpool: acquire: %w", ctx.Err())}, true

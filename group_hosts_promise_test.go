@@ -1,0 +1,97 @@
+package dockerpool
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/matryer/is"
+
+	"github.com/dockerpool/dockerpool/internal/testwait"
+)
+
+// onPlaced makes fn run in acquireOnHosts between the owner's answer and
+// the caller's Acquire reaching the member's pool, for this test.
+func onPlaced(t *testing.T, fn func(host string)) {
+	placedHook = fn
+	t.Cleanup(func() { placedHook = nil })
+}
+
+// An idle container the owner promised a caller can vanish before the
+// caller reaches its pool (it dies, expires, is evicted for another
+// template). The pool then hands the caller back to the group, which
+// places it again: it does not wait there for a creation while another
+// host has an idle container or room.
+func TestGroupHostsPlaceACallerAgainWhenItsPromisedIdleContainerVanished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		gates := map[string]*createGate{}
+		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 1}, map[string]int{"a": 1, "b": 1}, gateCreates(t, gates))
+		is.NoErr(fh.g.WaitIdle(ctx, "t", 1)) // one idle on each host, both full
+		synctest.Wait()
+		promised := ""
+		onPlaced(t, func(host string) {
+			if promised != "" {
+				return // placed again: leave it alone
+			}
+			promised = host
+			f := fh.fakes[host]
+			gates[host].close() // its refill will hang: the host stays full
+			for _, c := range f.Containers() {
+				f.Kill(c.ID)
+			}
+			synctest.Wait() // the pool hears of the death and removes it
+		})
+		got := make(chan *Container, 1)
+		go func() { got <- fh.acquire(t, "the caller whose promised container died") }()
+		c := testwait.Recv(t, got, 5*time.Second, "the caller served by the other host's idle container")
+		is.True(promised != "")
+		is.True(c.Host() != promised)
+		st := fh.g.Stats()
+		is.Equal(st.Templates["t"].Waiting, 0)
+		is.Equal(st.Misses, int64(0)) // a warm one, not a cold start
+		is.NoErr(fh.g.Return(ctx, c))
+		gates[promised].open()
+	})
+}
+
+// What is left of the promise on a host with room: a cold start there, if
+// no other host has an idle container either.
+func TestGroupHostsAPromisedIdleContainerThatVanishedIsAColdStartWhereThereIsRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		gates := map[string]*createGate{}
+		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 1}, map[string]int{"a": 3}, gateCreates(t, gates))
+		is.NoErr(fh.g.WaitIdle(ctx, "t", 1))
+		synctest.Wait()
+		killed := make(chan struct{}, 1)
+		once := false // the hook runs on the caller's goroutine only
+		onPlaced(t, func(host string) {
+			if once {
+				return // placed again: leave it alone
+			}
+			once = true
+			gates[host].close() // no new idle container before the caller arrives
+			for _, c := range fh.fakes[host].Containers() {
+				fh.fakes[host].Kill(c.ID)
+			}
+			synctest.Wait()
+			killed <- struct{}{}
+		})
+		got := make(chan *Container, 1)
+		go func() { got <- fh.acquire(t, "the caller whose promised container died, on a host with room") }()
+		testwait.Recv(t, killed, 5*time.Second, "the caller placed")
+		synctest.Wait()
+		is.Equal(fh.g.Stats().Templates["t"].Waiting, 1) // for a creation on a
+		gates["a"].open()
+		c := testwait.Recv(t, got, 5*time.Second, "the caller served by a creation")
+		is.Equal(c.Host(), "a")
+		st := fh.g.Stats()
+		is.Equal(st.Misses, int64(1)) // made for it
+		is.Equal(st.Templates["t"].Waiting, 0)
+		is.NoErr(fh.g.Return(ctx, c))
+	})
+}
