@@ -40,6 +40,7 @@ type budgetReport struct {
 	waitSince          []time.Time // arrival of the callers behind wantWait, oldest first
 	idle, inUse        int
 	waiting            int       // callers waiting for a container
+	creating           int       // creations under way
 	lruIdle            time.Time // since when the least recently used idle container is idle
 	acquires, misses   int64     // hand-outs, and the cold starts among them
 	missWait           time.Duration
@@ -48,7 +49,7 @@ type budgetReport struct {
 
 func (r budgetReport) same(o budgetReport) bool {
 	return r.held == o.held && r.grants == o.grants && r.evicts == o.evicts && r.asked == o.asked &&
-		r.wantWait == o.wantWait && r.wantWarm == o.wantWarm && r.idle == o.idle && r.inUse == o.inUse && r.waiting == o.waiting &&
+		r.wantWait == o.wantWait && r.wantWarm == o.wantWarm && r.idle == o.idle && r.inUse == o.inUse && r.waiting == o.waiting && r.creating == o.creating &&
 		r.lruIdle.Equal(o.lruIdle) && r.acquires == o.acquires && r.misses == o.misses &&
 		r.missWait == o.missWait && r.stopped == o.stopped && slices.EqualFunc(r.waitSince, o.waitSince, time.Time.Equal)
 }
@@ -119,6 +120,7 @@ func (c *core) budgetNews() *budgetReport {
 		held: c.bud.permits, grants: c.bud.grants, evicts: c.bud.evicts, asked: c.bud.asked,
 		wantWait: c.bud.wantWait, wantWarm: c.bud.wantWarm,
 		idle: len(c.idle), inUse: len(c.leased), waiting: c.liveWaiters,
+		creating: c.creating[laneOps] + c.creating[laneAcquire],
 		acquires: c.st.AcquireCount, misses: c.st.ColdAcquireCount, missWait: c.bud.coldWait,
 		stopped: c.phase >= phaseFinalizing,
 	}

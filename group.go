@@ -97,6 +97,14 @@ type GroupConfig struct {
 	// placement within about two seconds; it is probed with backoff and
 	// back in when it answers. Only used with Hosts.
 	HostPing time.Duration
+	// MaxCreating bounds the creations under way at a time on one daemon
+	// (each host, with Hosts), over all templates: default
+	// DefaultMaxCreating. At the cap a creation costs a removal too, and a
+	// daemon asked for more at once than its CPUs can do slows every one of
+	// them; callers beyond the bound wait for a creation or a Return of
+	// their template, whichever comes first. Raise it for a daemon with
+	// many CPUs; negative is an error.
+	MaxCreating int
 
 	meter *ownerMeter // benchmarks: the owner's time per message (group_owner.go)
 }

@@ -16,6 +16,7 @@ import (
 // share the same members' bookkeeping when a group spans hosts.
 type budgetCore struct {
 	maxSize  int
+	maxMake  int // creations under way at a time (GroupConfig.MaxCreating)
 	adaptive bool
 	members  map[uint64]*groupMember
 	ids      []uint64 // members in the order they were added: decisions are deterministic
@@ -55,8 +56,8 @@ type budgetFx struct {
 	warm    int  // >= 0: a warmMsg
 }
 
-func newBudgetCore(maxSize int, adaptive bool) *budgetCore {
-	return &budgetCore{maxSize: maxSize, adaptive: adaptive, members: map[uint64]*groupMember{}}
+func newBudgetCore(maxSize, maxMake int, adaptive bool) *budgetCore {
+	return &budgetCore{maxSize: maxSize, maxMake: maxMake, adaptive: adaptive, members: map[uint64]*groupMember{}}
 }
 
 func (b *budgetCore) add(id uint64, template string, minIdle, maxIdle int) {
@@ -76,6 +77,16 @@ func (b *budgetCore) retire(id uint64) {
 func (m *groupMember) inflight() int { return int(m.granted - m.rep.grants) }
 func (m *groupMember) held() int     { return m.rep.held + m.inflight() }
 func (m *groupMember) pending() int  { return int(m.evictsSent - m.rep.evicts) }
+
+// making counts the creations under way, and the permits on their way
+// that will start one.
+func (b *budgetCore) making() int {
+	n := 0
+	for _, m := range b.members {
+		n += m.rep.creating + max(0, m.inflight())
+	}
+	return n
+}
 
 // used counts the permits out: the containers the members may have.
 func (b *budgetCore) used() int {
@@ -138,13 +149,23 @@ func (b *budgetCore) decide() {
 	for _, id := range b.ids {
 		coming += b.members[id].pending()
 	}
+	busy := b.making() + coming // creations under way or on their way
 	for _, u := range b.waitUnits() {
 		switch {
-		case free > 0:
+		case free > 0 && busy < b.maxMake:
 			b.grant(u.m)
 			free--
+			busy++
 		case coming > 0:
 			coming-- // an eviction on its way frees room for this one
+		case busy >= b.maxMake:
+			// The daemon has its hands full: more creations at once would
+			// only slow each one, and at the cap each costs a removal too,
+			// while the callers' own returns may come first.
+			if debugChecks {
+				b.check()
+			}
+			return
 		default:
 			v := b.victim(u.m, true) // idle above its template's target first...
 			if v == nil {
@@ -159,10 +180,11 @@ func (b *budgetCore) decide() {
 			b.evict(v)
 			v.evictedWait++
 			b.evictWait++
+			busy++
 		}
 	}
 	if coming == 0 {
-		b.warmUp(free)
+		b.warmUp(free, b.maxMake-busy)
 	}
 	if debugChecks {
 		b.check()
@@ -200,7 +222,7 @@ func (b *budgetCore) waitUnits() []unit {
 // warmUp gives free room to the members below their warm target, the
 // busiest first; with no free room, one member's idle container above its
 // target goes for a member below its own.
-func (b *budgetCore) warmUp(free int) {
+func (b *budgetCore) warmUp(free, starts int) {
 	var ms []*groupMember
 	for _, id := range b.ids {
 		if m := b.members[id]; !m.retired && m.wantWarm() > 0 {
@@ -210,6 +232,10 @@ func (b *budgetCore) warmUp(free int) {
 	slices.SortStableFunc(ms, func(x, y *groupMember) int { return cmp.Compare(y.rate, x.rate) })
 	for _, m := range ms {
 		for k := m.wantWarm(); k > 0; k-- {
+			if starts <= 0 {
+				return
+			}
+			starts--
 			if free == 0 {
 				if v := b.warmVictim(m); v != nil {
 					b.evict(v)

@@ -1,6 +1,7 @@
 package dockerpool
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -57,9 +58,13 @@ func groupHosts(cfg *GroupConfig) ([]*groupHost, error) {
 	if err := validateHosts(cfg.Hosts); err != nil {
 		return nil, err
 	}
+	if cfg.MaxCreating < 0 {
+		return nil, fmt.Errorf("%w: GroupConfig.MaxCreating must not be negative, not %d", ErrInvalidConfig, cfg.MaxCreating)
+	}
+	maxMake := cmp.Or(cfg.MaxCreating, DefaultMaxCreating)
 	now := time.Now()
 	mk := func(i int, name string, maxSize int, api DockerAPI) *groupHost {
-		h := &groupHost{idx: i, name: name, maxSize: maxSize, api: api, core: newBudgetCore(maxSize, !cfg.StaticWarmth),
+		h := &groupHost{idx: i, name: name, maxSize: maxSize, api: api, core: newBudgetCore(maxSize, maxMake, !cfg.StaticWarmth),
 			members: map[uint64]*member{}, healthy: true, since: now, room: maxSize, heapAt: -1}
 		h.up.Store(true)
 		if api != nil {

@@ -30,6 +30,11 @@ const (
 	moveGain = 4               // a container moves to where it saves this many times more
 )
 
+// DefaultMaxCreating is GroupConfig.MaxCreating's default: the creations
+// under way at a time on one daemon. Four keep a two-CPU daemon busy
+// without queueing each creation behind many others.
+const DefaultMaxCreating = 4
+
 // estimate follows one member's demand over the last dt.
 func (b *budgetCore) estimate(m *groupMember, dt time.Duration) {
 	acq := m.rep.acquires - m.seenAcq
