@@ -24,8 +24,9 @@ const tarFiles = 4
 //
 //	(i)   WriteFile of 1 KiB then ReadFile of it (one sample: both, content
 //	      checked) on the agent path and on the Docker exec path, into a
-//	      directory of the container's layer (/data), interleaved with the
-//	      bare exec round trip (a) on a long-lived container;
+//	      directory of the container's layer (/data), and the same into a
+//	      tmpfs (/tmp), interleaved with the bare exec round trip (a) on a
+//	      long-lived container;
 //	(ii)  CopyTo then CopyFrom of a TarMiB tar (4 files of random content)
 //	      into /data against the raw client's CopyToContainer and
 //	      CopyFromContainer of the same tar on the same container, on both
@@ -126,30 +127,33 @@ func (e *env) filesSmall(floorID string, sides []*fileSide) error {
 		return nil
 	}
 	ops := []func(bool) error{opA}
+	// Into /data (the image's writable layer: fuse-overlayfs here) and into
+	// /tmp (a tmpfs), on both paths.
 	for _, s := range sides {
-		ops = append(ops, func(record bool) error {
-			t0 := time.Now()
-			err := s.c.WriteFile(ctx, "/data/f1k", data, 0o644)
-			t1 := time.Now()
-			var got []byte
-			if err == nil {
-				got, err = s.c.ReadFile(ctx, "/data/f1k", 4096)
-			}
-			t2 := time.Now()
-			d := t2.Sub(t0)
-			if err != nil {
-				return fmt.Errorf("files %s: %w", s.name, err)
-			}
-			if !bytes.Equal(got, data) {
-				return fmt.Errorf("files %s: ReadFile gave %d bytes, not the 1024 written", s.name, len(got))
-			}
-			if record {
-				small[s.name] = append(small[s.name], d)
-				small[s.name+".write"] = append(small[s.name+".write"], t1.Sub(t0))
-				small[s.name+".read"] = append(small[s.name+".read"], t2.Sub(t1))
-			}
-			return nil
-		})
+		for _, at := range []struct{ key, path string }{{s.name, "/data/f1k"}, {s.name + ".tmpfs", "/tmp/f1k"}} {
+			ops = append(ops, func(record bool) error {
+				t0 := time.Now()
+				err := s.c.WriteFile(ctx, at.path, data, 0o644)
+				t1 := time.Now()
+				var got []byte
+				if err == nil {
+					got, err = s.c.ReadFile(ctx, at.path, 4096)
+				}
+				t2 := time.Now()
+				if err != nil {
+					return fmt.Errorf("files %s %s: %w", s.name, at.path, err)
+				}
+				if !bytes.Equal(got, data) {
+					return fmt.Errorf("files %s %s: ReadFile gave %d bytes, not the 1024 written", s.name, at.path, len(got))
+				}
+				if record {
+					small[at.key] = append(small[at.key], t2.Sub(t0))
+					small[at.key+".write"] = append(small[at.key+".write"], t1.Sub(t0))
+					small[at.key+".read"] = append(small[at.key+".read"], t2.Sub(t1))
+				}
+				return nil
+			})
+		}
 	}
 	// The first pair of a hand-out: on the Docker exec path it starts the
 	// file server (an exec); the rounds below measure the ones after it.
@@ -178,6 +182,7 @@ func (e *env) filesSmall(floorID string, sides []*fileSide) error {
 		e.rep.add(summarize("files."+s.name, "files: WriteFile 1 KiB + ReadFile, "+s.label, small[s.name]))
 		e.rep.add(summarize("files."+s.name+".write", "  of which WriteFile", small[s.name+".write"]))
 		e.rep.add(summarize("files."+s.name+".read", "  of which ReadFile", small[s.name+".read"]))
+		e.rep.add(summarize("files."+s.name+".tmpfs", "files: the same into /tmp (tmpfs), "+s.label, small[s.name+".tmpfs"]))
 	}
 	return nil
 }
