@@ -90,8 +90,12 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	return nil
 }
 
-// LinkDown sets the host's end of the daemon's link down: packets to it
-// go nowhere, and open connections hang (nothing resets them).
+// LinkDown sets the daemon's end of its link (eth0 in its namespace) down,
+// as when a remote host's network goes: the host's end loses its carrier
+// but keeps its route, so packets to the daemon go nowhere (not out of the
+// default route, as they did when the host's end itself went down and took
+// the route with it: a connection then reached whatever answered there),
+// and open connections hang (nothing resets them).
 func (d *Daemon) LinkDown() error {
 	if err := d.ipLink("down"); err != nil {
 		return err
@@ -113,8 +117,9 @@ func (d *Daemon) ipLink(state string) error {
 	if d.veth == "" {
 		return fmt.Errorf("testdaemon: %s has no link (made by Start, not StartHosts)", d.Name)
 	}
-	if out, err := exec.Command("ip", "link", "set", d.veth, state).CombinedOutput(); err != nil {
-		return fmt.Errorf("testdaemon: ip link set %s %s: %v: %s", d.veth, state, err, out)
+	ns := NetnsPrefix + d.Name
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "eth0", state).CombinedOutput(); err != nil {
+		return fmt.Errorf("testdaemon: ip -n %s link set eth0 %s: %v: %s", ns, state, err, out)
 	}
 	return nil
 }
