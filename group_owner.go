@@ -55,6 +55,7 @@ type groupView struct {
 type memberView struct {
 	pool    *Pool
 	target  int
+	share   int
 	evicted int64
 	queued  int // its template's callers in the group's queue (on the first member of a template)
 }
@@ -269,7 +270,7 @@ func (r groupStatsReq) handle(g *Group, _ time.Time) bool {
 	for name, ms := range g.set.Load().byName {
 		for i, m := range ms {
 			gm := m.host.core.members[m.id]
-			mv := memberView{pool: m.pool, target: gm.target, evicted: gm.evictedWait + gm.evictedWarm}
+			mv := memberView{pool: m.pool, target: gm.target, share: gm.share, evicted: gm.evictedWait + gm.evictedWarm}
 			if i == 0 {
 				mv.queued = g.queuedFor(name)
 			}

@@ -33,9 +33,14 @@ type GroupStats struct {
 type TemplateStats struct {
 	Stats          // the template's pools (summed over the hosts); Waiting includes its callers in the group's queue
 	WarmTarget int // the idle containers the group keeps for it now
-	Hits       int64
-	Misses     int64
-	Evicted    int64 // its idle containers evicted for other templates
+	// Share is, under adaptive warmth, the containers (idle and in use)
+	// the budget gives the template now, from its measured demand; its
+	// WarmTarget is Share less what it has in use, within MinIdle and
+	// MaxIdle. Under static warmth it is the template's MinIdle.
+	Share   int
+	Hits    int64
+	Misses  int64
+	Evicted int64 // its idle containers evicted for other templates
 }
 
 // Stats returns a snapshot of the group and its templates. After Shutdown
@@ -58,6 +63,7 @@ func (g *Group) Stats() GroupStats {
 				ts.Stats.add(ps)
 			}
 			ts.WarmTarget += m.target
+			ts.Share += m.share
 			ts.Evicted += m.evicted
 			ts.Stats.Waiting += m.queued
 		}

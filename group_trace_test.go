@@ -204,3 +204,54 @@ func TestGroupAdaptiveWarmthFollowsAShiftingMix(t *testing.T) {
 		})
 	}
 }
+
+// The shares follow the demand: a template kept busy by three callers gets
+// more than its MinIdle, a template nobody uses keeps its MinIdle, and when
+// the demand moves, the shares move with it.
+func TestGroupAdaptiveShareFollowsDemand(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := fakedocker.New(fakeImage)
+		g := startFakeGroup(t, f, GroupConfig{MaxSize: 8, Templates: map[string]Config{
+			"a": {MinIdle: 1, MaxIdle: 6}, "b": {MinIdle: 1, MaxIdle: 6},
+		}})
+		// busy keeps three callers of name at Acquire, 500 ms, Return for d,
+		// and reads the stats just before they stop.
+		busy := func(name string, d time.Duration) map[string]TemplateStats {
+			var wg sync.WaitGroup
+			end := time.Now().Add(d)
+			for range 3 {
+				wg.Go(func() {
+					for time.Now().Before(end) {
+						c, err := g.Acquire(ctx, name)
+						if err != nil {
+							t.Errorf("Acquire %s: %v", name, err)
+							return
+						}
+						time.Sleep(500 * time.Millisecond)
+						if err := g.Return(ctx, c); err != nil {
+							t.Errorf("Return: %v", err)
+							return
+						}
+					}
+				})
+			}
+			time.Sleep(d - 100*time.Millisecond)
+			st := g.Stats().Templates
+			wg.Wait()
+			return st
+		}
+		st := busy("a", 10*time.Second)
+		if a, b := st["a"], st["b"]; a.Share < 4 || b.Share != 1 || a.WarmTarget != max(1, min(6, a.Share-a.InUse)) {
+			t.Fatalf("with a busy: a's share %d (want ≥ 4), warm target %d (want share less its %d in use); b's share %d (want its MinIdle, 1)", a.Share, a.WarmTarget, a.InUse, b.Share)
+		}
+		if a := st["a"]; a.InUse+a.Idle < 4 {
+			t.Fatalf("a has %d in use and %d idle, want at least 4 in all", a.InUse, a.Idle)
+		}
+		st = busy("b", 20*time.Second)
+		if a, b := st["a"], st["b"]; b.Share < 4 || b.Share <= a.Share {
+			t.Fatalf("after the demand moved to b: b's share %d (want ≥ 4 and above a's), a's %d", b.Share, a.Share)
+		}
+		shutdownGroup(t, g)
+	})
+}

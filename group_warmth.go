@@ -62,7 +62,7 @@ func (b *budgetCore) allocate() {
 			room -= m.held()
 			continue
 		}
-		m.share = m.minIdle
+		m.share = max(m.minIdle, m.rep.inUse) // what it holds in use is its own
 		room -= m.share
 		a := max(m.load, 1e-3)
 		c := cand{m: m, lambda: a, ceiling: m.maxIdle + int(math.Ceil(a)), weight: m.rate}
