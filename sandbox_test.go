@@ -365,11 +365,17 @@ func TestSandboxMemoryLimitKillsTheHogAndTheContainerIsRetired(t *testing.T) {
 	info, ok = inspect(t, c.ID())
 	is.True(ok)
 	if underGVisor() {
-		// The OOM killer takes gVisor's whole sandbox (to the host it is
-		// one process): the container is dead, and the error says both.
+		// The OOM killer mostly takes gVisor's whole sandbox (to the host
+		// it is one process): the container is dead, and the error says
+		// both. Now and then it picks another of the container's processes
+		// and the container lives on (seen once in CI): the pool must then
+		// retire it on Return, as under runc.
 		is.True(errors.Is(err, dockerpool.ErrOutOfMemory))
-		is.True(errors.Is(err, dockerpool.ErrContainerDead))
-		is.True(!info.State.Running)
+		if info.State.Running {
+			t.Logf("the OOM kill left the sandbox running: it must be retired on Return")
+		} else {
+			is.True(errors.Is(err, dockerpool.ErrContainerDead))
+		}
 		is.NoErr(p.Return(bg(t), c))
 		t.Logf("removed %v after its return", waitGone(t, c.ID(), 10*time.Second))
 		eventually(t, func() bool {
