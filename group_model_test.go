@@ -42,6 +42,7 @@ type groupGot struct {
 }
 
 func TestModelGroupKeepsTheBudgetAndItsPromises(t *testing.T) {
+	t.Parallel() // in memory, in its own bubble: nothing shared with the others
 	var steps atomic.Int64
 	synctest.Test(t, func(t *testing.T) {
 		rapid.Check(inBubble{t}, func(rt *rapid.T) {

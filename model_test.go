@@ -36,6 +36,7 @@ import (
 const minModelSteps = 10_000
 
 func TestModelPoolKeepsItsPromisesUnderRandomOperations(t *testing.T) {
+	t.Parallel() // in memory, in its own bubble: nothing shared with the others
 	var steps atomic.Int64
 	synctest.Test(t, func(t *testing.T) {
 		rapid.Check(inBubble{t}, func(rt *rapid.T) {
