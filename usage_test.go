@@ -64,7 +64,14 @@ func TestUsageOfASleepAndOfAMemoryHog(t *testing.T) {
 	res, err := c.Exec(bg(t), []string{"sleep", "1"})
 	is.NoErr(err)
 	t.Logf("sleep 1: %+v", res.Usage)
-	is.True(res.Usage.User+res.Usage.System < 50*time.Millisecond)
+	// A sleep is not charged its wall time. Under gVisor the start of the
+	// program itself costs the task CPU time in the sentry (ptrace
+	// platform): 70ms was seen on a busy machine, so the bound is looser.
+	cpuBound := 50 * time.Millisecond
+	if underGVisor() {
+		cpuBound = 250 * time.Millisecond
+	}
+	is.True(res.Usage.User+res.Usage.System < cpuBound)
 	is.True(res.Usage.Wall >= time.Second && res.Usage.Wall <= 1300*time.Millisecond)
 	res, err = c.Exec(bg(t), []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"})
 	is.NoErr(err)
