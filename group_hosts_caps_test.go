@@ -58,17 +58,10 @@ func startTwoTemplateHosts(t *testing.T, tc, uc Config, n int) (*Group, map[stri
 	t.Helper()
 	fakes := map[string]*fakedocker.Fake{"a": fakedocker.New(fakeImage), "b": fakedocker.New(fakeImage)}
 	tc.Name, uc.Name = "t", "u"
-	g, err := NewGroup(context.Background(), GroupConfig{StaticWarmth: true,
+	// startFakeGroup's Client is replaced by each host's.
+	g := startFakeGroup(t, fakes["a"], GroupConfig{StaticWarmth: true,
 		Hosts:     []Host{{Name: "a", Client: fakes["a"], MaxSize: n}, {Name: "b", Client: fakes["b"], MaxSize: n}},
-		Templates: map[string]Config{"t": testConfig(tc), "u": testConfig(uc)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_ = g.Shutdown(ctx)
-	})
+		Templates: map[string]Config{"t": tc, "u": uc}})
 	return g, fakes
 }
 
