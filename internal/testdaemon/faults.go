@@ -26,13 +26,50 @@ type faults struct {
 
 // Pause stops the daemon's process (SIGSTOP): its sockets stay open and
 // its kernel still accepts connections, but nothing answers. Its
-// containerd and containers go on.
+// containerd and containers go on. The kernel stops each thread when it
+// next runs, after kill(2) has returned: Pause returns once every thread
+// is stopped (a Ping sent right after the signal was seen answered in CI).
 func (d *Daemon) Pause() error {
 	if err := d.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		return fmt.Errorf("testdaemon: SIGSTOP %s: %w", d.Name, err)
 	}
 	d.faults.paused = true
-	return nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		running := d.RunningThreads()
+		if len(running) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testdaemon: %s (pid %d): threads still run 5s after SIGSTOP: %v", d.Name, d.PID(), running)
+		}
+		time.Sleep(time.Millisecond) // the kernel announces no stop to others than the parent
+	}
+}
+
+// RunningThreads lists the threads of the daemon's process that are not
+// stopped, as "TID:state" (the state letter of /proc/PID/task/TID/stat).
+func (d *Daemon) RunningThreads() []string {
+	dir := fmt.Sprintf("/proc/%d/task", d.PID())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		if st := b[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+			out = append(out, e.Name()+":"+string(st))
+		}
+	}
+	return out
 }
 
 // Resume undoes Pause (SIGCONT).

@@ -142,7 +142,7 @@ func TestHostsEachFaultCutsARawClientOffAndIsUndone(t *testing.T) {
 		err := ping(d)
 		took := time.Since(start)
 		if err == nil {
-			t.Fatalf("%s: a Ping of %s succeeded", f.name, d.Name)
+			t.Fatalf("%s: a Ping of %s succeeded (threads not stopped: %v)", f.name, d.Name, d.RunningThreads())
 		}
 		if err := ping(other); err != nil {
 			t.Fatalf("%s of %s: the other host does not answer: %v", f.name, d.Name, err)
