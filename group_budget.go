@@ -97,6 +97,18 @@ func (b *budgetCore) used() int {
 	return n
 }
 
+// unpermitted counts the creations the members' waiting callers asked for
+// that no permit on its way covers yet.
+func (b *budgetCore) unpermitted() int {
+	n := 0
+	for _, m := range b.members {
+		if !m.retired {
+			n += max(0, m.rep.wantWait-m.inflight())
+		}
+	}
+	return n
+}
+
 // report takes a member's news and decides.
 func (b *budgetCore) report(id uint64, r budgetReport, now time.Time) []budgetFx {
 	b.fx = b.fx[:0]

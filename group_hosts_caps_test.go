@@ -147,3 +147,57 @@ func TestGroupHostsCountTheCallersQueuedInTheGroupAsWaiting(t *testing.T) {
 		is.NoErr(fh.g.Return(ctx, y))
 	})
 }
+
+// TestGroupHostsCountACreationHeldBackByMaxCreatingAgainstTheRoom: a
+// waiting caller's creation that MaxCreating holds back has no permit yet,
+// but it takes the host's room all the same. Counted nowhere, it let the
+// group place a fourth caller on a host of three while the other had room:
+// that caller then waited at a full host (found in the owner-cost
+// simulation: 2 of 400 Acquires waited out their minute).
+func TestGroupHostsCountACreationHeldBackByMaxCreatingAgainstTheRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		gates := map[string]*createGate{}
+		fakes := map[string]*fakedocker.Fake{}
+		for _, name := range []string{"a", "b"} {
+			fakes[name] = fakedocker.New(fakeImage)
+			gateCreates(t, gates)(name, fakes[name])
+			gates[name].close()
+		}
+		g := startFakeGroup(t, fakes["a"], GroupConfig{StaticWarmth: true, MaxCreating: 1,
+			Hosts:     []Host{{Name: "a", Client: fakes["a"], MaxSize: 3}, {Name: "b", Client: fakes["b"], MaxSize: 3}},
+			Templates: map[string]Config{"t": {MinIdle: 1, MaxIdle: 1}}})
+		synctest.Wait() // each host's warm creation hangs, and takes its one creation at a time
+		got := make(chan *Container, 4)
+		for i := range 4 {
+			// Each caller's creation is held back: 1 to a (a tie: the
+			// first host), 2 to b, 3 to a, 4 to b, the host with room
+			// left (a's last is 3's).
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c, err := g.Acquire(ctx, "t")
+				if err != nil {
+					t.Errorf("caller %d: %v", i+1, err)
+				}
+				got <- c
+			}()
+			synctest.Wait()
+		}
+		is.Equal(fakes["a"].Calls(fakedocker.OpCreate), 1) // MaxCreating: one at a time on each
+		is.Equal(fakes["b"].Calls(fakedocker.OpCreate), 1)
+		for _, gt := range gates {
+			gt.open()
+		}
+		hosts := map[string]int{}
+		for range 4 {
+			c := testwait.Recv(t, got, 10*time.Second, "a caller served")
+			if c == nil {
+				continue
+			}
+			hosts[c.Host()]++
+			defer func() { is.NoErr(g.Return(context.Background(), c)) }()
+		}
+		is.Equal(hosts, map[string]int{"a": 2, "b": 2})
+	})
+}

@@ -240,10 +240,16 @@ func (g *Group) unplaceIdle(m *member) {
 	m.idleAt = -1
 }
 
-// refreshRoom recomputes h's free room (its budget's permits out and the
-// callers on their way that need room) and its place in the heap.
+// refreshRoom recomputes h's free room (its budget's permits out, the
+// creations its pools' waiting callers asked for that no permit covers
+// yet, and the callers on their way that need room) and its place in the
+// heap. A waiting caller's creation can wait for its permit (MaxCreating
+// holds it back): until then it is in neither the permits nor the callers
+// on their way, and counting it nowhere let the group place more callers
+// on a host than it could hold, who then waited at its cap while other
+// hosts had room (seen in the owner-cost simulation without -race).
 func (g *Group) refreshRoom(h *groupHost) {
-	h.room = h.maxSize - h.core.used() - h.need
+	h.room = h.maxSize - h.core.used() - h.core.unpermitted() - h.need
 	if h.heapAt >= 0 {
 		heap.Fix(&g.room, h.heapAt)
 	}
