@@ -170,15 +170,30 @@ func BenchmarkGroupHostsOwner(b *testing.B) {
 	}
 }
 
+// raceBuild is set by race_internal_test.go under -race.
+var raceBuild bool
+
 // TestGroupHostsOwnerCostDoesNotGrowWithHosts: the group owner's time per
 // message at 100 hosts is within 3 times that at 10 (generous: the
 // placement is indexed, so it should be about the same). Short windows of
 // hosts failing and coming back, alternated between the two sizes, and the
 // best window of each compared: the test runs beside the whole suite, whose
 // load comes and goes, and a busy machine only ever adds time.
+//
+// Under the race detector the bound is 8 times: there every
+// synchronisation costs more as the process holds more goroutines and
+// memory (100 hosts' pools and 4,000 held containers), which is the
+// detector's cost, not the owner's: 1.25 times without it (1,645 against
+// 2,050 ns a message), 2 to 3 times with it on a quiet machine and 4.7
+// times in CI beside the other packages' tests. .ci/run runs this test
+// once more without -race, where the bound is 3.
 func TestGroupHostsOwnerCostDoesNotGrowWithHosts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a few seconds of simulation")
+	}
+	bound := 3.0
+	if raceBuild {
+		bound = 8
 	}
 	best := map[int]float64{}
 	for round := range 3 {
@@ -190,7 +205,8 @@ func TestGroupHostsOwnerCostDoesNotGrowWithHosts(t *testing.T) {
 			}
 		}
 	}
-	if best[100] > 3*best[10] {
-		t.Fatalf("the group owner's cost per message grew with the hosts: %.0f ns at 100 hosts, %.0f at 10 (best of 3 windows each)", best[100], best[10])
+	t.Logf("100 hosts against 10: %.2f times the cost per message (bound %v, race detector %v)", best[100]/best[10], bound, raceBuild)
+	if best[100] > bound*best[10] {
+		t.Fatalf("the group owner's cost per message grew with the hosts: %.0f ns at 100 hosts, %.0f at 10 (best of 3 windows each; bound %v times)", best[100], best[10], bound)
 	}
 }

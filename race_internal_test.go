@@ -1,0 +1,5 @@
+//go:build race
+
+package dockerpool
+
+func init() { raceBuild = true }
