@@ -50,7 +50,12 @@ func TestUsageACPUTimeLimitHoldsForEveryProcessTogether(t *testing.T) {
 	cpu := res.Usage.User + res.Usage.System
 	t.Logf("%v after %v of wall time; the three used %v together", err, took, cpu)
 	is.True(errors.Is(err, dockerpool.ErrCPUTimeExceeded))
-	is.True(took < 1500*time.Millisecond) // about 0.5s on 2 cores not busy with other work
+	// About 0.5s on 2 cores not busy with other work; the kill comes when
+	// the three have had 1s of CPU, which beside the whole suite can take
+	// longer (1.62s seen in CI, with 1.046s used): what shows the limit
+	// holds is the CPU below, and this bound that it did not wait for the
+	// 20s timeout.
+	is.True(took < 3*time.Second)
 	// The three together, not each: one limit per process would let them
 	// use about 3s before the last one is killed.
 	is.True(cpu >= time.Second && cpu < 1500*time.Millisecond)
