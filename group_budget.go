@@ -97,11 +97,13 @@ func (b *budgetCore) used() int {
 	return n
 }
 
-// unpermitted counts the creations the members' waiting callers asked for
-// that no permit on its way covers yet.
-func (b *budgetCore) unpermitted() int {
+// claimed counts, in one pass, the permits out (used) and the creations
+// the members' waiting callers asked for that no permit on its way covers
+// yet: what a host's room is taken by.
+func (b *budgetCore) claimed() int {
 	n := 0
 	for _, m := range b.members {
+		n += m.held()
 		if !m.retired {
 			n += max(0, m.rep.wantWait-m.inflight())
 		}

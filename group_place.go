@@ -249,7 +249,7 @@ func (g *Group) unplaceIdle(m *member) {
 // on a host than it could hold, who then waited at its cap while other
 // hosts had room (seen in the owner-cost simulation without -race).
 func (g *Group) refreshRoom(h *groupHost) {
-	h.room = h.maxSize - h.core.used() - h.core.unpermitted() - h.need
+	h.room = h.maxSize - h.core.claimed() - h.need
 	if h.heapAt >= 0 {
 		heap.Fix(&g.room, h.heapAt)
 	}

@@ -57,15 +57,8 @@ func (d *Daemon) RunningThreads() []string {
 	}
 	var out []string
 	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
-		if err != nil {
-			continue // the thread ended
-		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 >= len(b) {
-			continue
-		}
-		if st := b[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+		st, ok := procState(filepath.Join(dir, e.Name(), "stat"))
+		if ok && st != 'T' && st != 't' && st != 'Z' && st != 'X' { // !ok: the thread ended
 			out = append(out, e.Name()+":"+string(st))
 		}
 	}

@@ -49,14 +49,26 @@ func Naming(s string) map[int]string {
 		if err != nil || !bytes.Contains(b, []byte(s)) {
 			continue
 		}
-		if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil {
-			if i := bytes.LastIndexByte(st, ')'); i > 0 && i+2 < len(st) && st[i+2] == 'Z' {
-				continue // a zombie: dead already
-			}
+		if st, ok := procState(filepath.Join("/proc", e.Name(), "stat")); ok && st == 'Z' {
+			continue // a zombie: dead already
 		}
 		out[pid] = strings.ReplaceAll(string(b), "\x00", " ")
 	}
 	return out
+}
+
+// procState reads the state letter (R, S, T, Z...) of a process's or a
+// thread's stat file; false if it is gone or unreadable.
+func procState(statPath string) (byte, bool) {
+	b, err := os.ReadFile(statPath)
+	if err != nil {
+		return 0, false
+	}
+	// The name in parentheses may hold anything: the state follows the last ')'.
+	if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) {
+		return b[i+2], true
+	}
+	return 0, false
 }
 
 // unmountUnder detaches every mount under dir, the deepest first.
