@@ -366,7 +366,7 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 // in placement.
 func (c *Container) hostVerdict(cause error) error {
 	wait := c.pool.cfg.hostVerdict
-	if wait <= 0 || !client.IsErrConnectionFailed(cause) && !errors.Is(cause, syscall.ECONNREFUSED) && !errors.Is(cause, syscall.ECONNRESET) {
+	if wait <= 0 || !connectionLost(cause) {
 		return nil
 	}
 	life := c.lifeContext()
@@ -380,6 +380,12 @@ func (c *Container) hostVerdict(cause error) error {
 	case <-t.C:
 	}
 	return nil
+}
+
+// connectionLost says whether err is a daemon's connection refused or cut
+// (a daemon killed, or restarting), rather than its answer.
+func connectionLost(err error) bool {
+	return client.IsErrConnectionFailed(err) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // whyDead says why the container died under a running operation: the

@@ -2,12 +2,19 @@ package dockerpool
 
 import (
 	"context"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/matryer/is"
 
+	"github.com/dockerpool/dockerpool/internal/fakedocker"
 	"github.com/dockerpool/dockerpool/internal/testwait"
 )
 
@@ -92,6 +99,42 @@ func TestGroupHostsAPromisedIdleContainerThatVanishedIsAColdStartWhereThereIsRoo
 		st := fh.g.Stats()
 		is.Equal(st.Misses, int64(1)) // made for it
 		is.Equal(st.Templates["t"].Waiting, 0)
+		is.NoErr(fh.g.Return(ctx, c))
+	})
+}
+
+// A daemon killed while it makes a caller's container cuts the creation's
+// connection before the group's prober has noticed anything: the caller is
+// placed again on another host, rather than handed the cut connection.
+func TestGroupHostsPlaceACallerAgainWhenItsCreationsConnectionIsCut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		cut := &url.Error{Op: "Post", URL: "https://a:2376/v1.41/containers/create",
+			Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
+		// The first creation on each host (the warm one) hangs until the
+		// end, so that nothing is idle; the next one on a is cut.
+		var creates sync.Map // host -> *atomic.Int32
+		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 1}, map[string]int{"a": 3, "b": 2}, func(name string, f *fakedocker.Fake) {
+			n, _ := creates.LoadOrStore(name, new(atomic.Int32))
+			f.Hook = func(ctx context.Context, op fakedocker.Op, _ string) error {
+				if op != fakedocker.OpCreate {
+					return nil
+				}
+				switch k := n.(*atomic.Int32).Add(1); {
+				case k == 1:
+					<-ctx.Done()
+					return ctx.Err()
+				case name == "a":
+					return cut
+				}
+				return nil
+			}
+		})
+		synctest.Wait() // room: a 2, b 1
+		c := fh.acquire(t, "the caller whose creation on a was cut")
+		is.Equal(c.Host(), "b")
+		is.Equal(fh.fakes["a"].Calls(fakedocker.OpCreate), 2) // the warm one and the caller's, cut
 		is.NoErr(fh.g.Return(ctx, c))
 	})
 }

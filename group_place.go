@@ -335,8 +335,11 @@ func (g *Group) acquireOnHosts(ctx context.Context, template string) (*Container
 		if ctx.Err() == nil && (errors.Is(err, ErrHostDown) || errors.Is(err, ErrPoolShutdown) && set.replaced(template, m)) {
 			continue // the host went out, or Update replaced the template: place it again
 		}
-		if ctx.Err() == nil && errors.Is(err, ErrDaemonUnavailable) && tries < len(g.hosts) {
-			avoid = m.host // its pool saw its daemon fail before the prober did: try another
+		if ctx.Err() == nil && tries < len(g.hosts) &&
+			(errors.Is(err, ErrDaemonUnavailable) || errors.Is(err, ErrCreateFailed) && connectionLost(err)) {
+			// Its pool saw its daemon fail before the prober did (a creation
+			// cut by the daemon's crash, for one): try another.
+			avoid = m.host
 			continue
 		}
 		return nil, fmt.Errorf("dockerpool: group: template %q on host %q: %w", template, m.host.name, err)
