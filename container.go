@@ -80,14 +80,21 @@ func (c *Container) Labels() map[string]string { return maps.Clone(c.pool.spec.c
 func (c *Container) Tainted() bool { return c.state.Load()&handleTainted != 0 }
 
 // markUsed renames the container as used, once per container, before the
-// first command runs in it: from then on New never adopts it.
-func (c *Container) markUsed() error {
+// first command runs in it: from then on New never adopts it. It gives up
+// when ctx (the operation's) ends: nothing has run yet, and the next
+// operation tries again.
+func (c *Container) markUsed(ctx context.Context) error {
 	c.markMu.Lock()
 	defer c.markMu.Unlock()
 	if c.state.Load()&handleMarked != 0 {
 		return nil
 	}
-	if err := c.pool.rename(c.id, usedNamePrefix); err != nil {
+	if err := c.pool.rename(ctx, c.id, usedNamePrefix); err != nil {
+		if ctx.Err() != nil {
+			// The operation ended (its host went out, its ctx or timeout
+			// ended): say why, not "context canceled".
+			return fmt.Errorf("mark container %s used: %w", shortID(c.id), context.Cause(ctx))
+		}
 		return err
 	}
 	c.state.Or(handleMarked)

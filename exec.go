@@ -264,7 +264,7 @@ func (c *Container) begin(ctx context.Context, what string, timeout time.Duratio
 	// the rename overlaps with whatever the runner does first.
 	if c.needsMark() {
 		op.marked = make(chan error, 1)
-		go func() { op.marked <- c.markUsed() }()
+		go func() { op.marked <- c.markUsed(op.ctx) }()
 	}
 	return op, nil
 }
@@ -292,10 +292,10 @@ func (op *operation) killAll() bool {
 }
 
 func (op *operation) end() {
+	op.cancel() // first: a mark still on its way gives up (nothing ran)
 	if op.marked != nil {
 		<-op.marked
 	}
-	op.cancel()
 	op.c.endOp()
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/matryer/is"
@@ -101,6 +103,39 @@ func TestFrameMapsTheLimitTheTimeoutAndWhatWasLeftOnce(t *testing.T) {
 	_, err = c.ExecStd(context.Background(), []string{"leak"}, ExecOptions{})
 	is.True(err != nil && strings.Contains(err.Error(), "container tainted") && strings.Contains(err.Error(), "1 process survived"))
 	is.True(c.Tainted())
+}
+
+// The first command on a container waits for the used mark (a rename).
+// A daemon slow to rename holds the command back, not its timeout: the
+// Exec ends at its timeout, and the next one marks the container again.
+func TestFrameTimeoutEndsAnExecWhoseUsedMarkIsStuck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f, c := scripted(t, func(context.Context, *execSpec) outcome { return outcome{} })
+		var stuck atomic.Bool
+		stuck.Store(true)
+		f.SetHook(func(ctx context.Context, op fakedocker.Op, _ string) error {
+			if op == fakedocker.OpRename && stuck.Load() {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		start := time.Now()
+		_, err := c.ExecStd(context.Background(), []string{"x"}, ExecOptions{Timeout: time.Second})
+		took := time.Since(start)
+		t.Logf("after %v: %v", took, err)
+		is.True(errors.Is(err, ErrExecTimeout))
+		if took > time.Second+100*time.Millisecond {
+			t.Fatalf("the Exec whose used mark was stuck returned after %v, want at its 1s timeout (DockerTimeout %v)", took, c.pool.cfg.DockerTimeout)
+		}
+		is.True(!c.Tainted()) // nothing ran
+		stuck.Store(false)
+		_, err = c.ExecStd(context.Background(), []string{"x"}, ExecOptions{})
+		is.NoErr(err)
+		is.Equal(f.Calls(fakedocker.OpRename), 2)
+		is.True(c.state.Load()&handleMarked != 0)
+	})
 }
 
 func TestFrameTaintsWhenAKillHadToSpareOtherCommands(t *testing.T) {

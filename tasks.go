@@ -247,8 +247,8 @@ func (p *Pool) checkContainer(id string) error {
 }
 
 // rename gives the container the name prefix+its short ID.
-func (p *Pool) rename(id, prefix string) error {
-	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
+func (p *Pool) rename(ctx context.Context, id, prefix string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DockerTimeout)
 	defer cancel()
 	err := p.api.ContainerRename(ctx, id, prefix+shortID(id))
 	if err != nil && !strings.Contains(err.Error(), "same name as its current name") {
@@ -286,7 +286,7 @@ func (p *Pool) resetContainer(id string, marked bool, agent *agentConn) error {
 		return err
 	}
 	if p.resetCleans && h.state.Load()&handleMarked != 0 {
-		return p.rename(id, cleanNamePrefix) // reset: adoptable again after a crash
+		return p.rename(p.baseCtx, id, cleanNamePrefix) // reset: adoptable again after a crash
 	}
 	return nil
 }
