@@ -335,9 +335,10 @@ func TestExecStreamWritesOutputAsItArrives(t *testing.T) {
 	})
 }
 
-func TestExecStreamPassesMegabytesWithoutHoldingThem(t *testing.T) {
-	// Not parallel: the heap measured is the whole process's, and Go runs
-	// non-parallel tests alone.
+// execStreamPassesMegabytesWithoutHoldingThem is a test of
+// TestInChildProcesses/BigStreams: the heap it measures is the whole
+// process's, so it runs alone in a process of its own.
+func execStreamPassesMegabytesWithoutHoldingThem(t *testing.T) {
 	for _, path := range execPaths {
 		t.Run(path.name, func(t *testing.T) {
 			is := is.New(t)

@@ -116,9 +116,10 @@ func peakRSS(t *testing.T, c *dockerpool.Container, name string, stop <-chan str
 	return out
 }
 
-func TestFilesStreamAGigabyteEachWayInBoundedMemory(t *testing.T) {
-	// Not parallel: the heap measured is the whole process's, and Go runs
-	// non-parallel tests alone.
+// filesStreamAGigabyteEachWayInBoundedMemory is a test of
+// TestInChildProcesses/BigStreams: the heap it measures is the whole
+// process's, so it runs alone in a process of its own.
+func filesStreamAGigabyteEachWayInBoundedMemory(t *testing.T) {
 	for _, path := range execPaths {
 		t.Run(path.name, func(t *testing.T) {
 			is := is.New(t)
@@ -185,8 +186,10 @@ func TestFilesStreamAGigabyteEachWayInBoundedMemory(t *testing.T) {
 	}
 }
 
-func TestAgentTakesAGigabyteOfStdinIntoASandboxedCommandThatReadsLate(t *testing.T) {
-	// Not parallel, for the same reason. The command reads nothing for three
+// agentTakesAGigabyteOfStdinIntoASandboxedCommandThatReadsLate is a test
+// of TestInChildProcesses/BigStreams, for the same reason.
+func agentTakesAGigabyteOfStdinIntoASandboxedCommandThatReadsLate(t *testing.T) {
+	// The command reads nothing for three
 	// seconds: without flow control the agent queued the input and the
 	// sandbox's 256 MiB killed it (the session ended, the container died).
 	is := is.New(t)

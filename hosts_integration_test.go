@@ -175,7 +175,7 @@ func labelled(ctx context.Context, cli *client.Client, name string) ([]container
 }
 
 func TestHostsGroupRoutesAroundEachFault(t *testing.T) {
-	t.Parallel() // after TestGVisor, which is not: they never overlap
+	t.Parallel() // after TestInChildProcesses, which is not: they never overlap
 	h, ref := startTestHosts(t, 3)
 	tmpl := dockerpooltest.Config(t, dockerpool.Config{Image: dockerpool.ImageConfig{Name: ref}, MinIdle: 2, MaxIdle: 3,
 		DockerTimeout: hostsDockerTimeout})
