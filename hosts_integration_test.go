@@ -175,7 +175,11 @@ func labelled(ctx context.Context, cli *client.Client, name string) ([]container
 }
 
 func TestHostsGroupRoutesAroundEachFault(t *testing.T) {
-	t.Parallel() // after TestInChildProcesses, which is not: they never overlap
+	// Not parallel: its bounds are the library's (a host out within 2 s of
+	// a ping that takes over a second), and a machine busy with the
+	// parallel tests made every host's pings time out (seen in CI: every
+	// host out at once, Acquires and Shutdown failing). Alone it takes
+	// about 35 s.
 	h, ref := startTestHosts(t, 3)
 	tmpl := dockerpooltest.Config(t, dockerpool.Config{Image: dockerpool.ImageConfig{Name: ref}, MinIdle: 2, MaxIdle: 3,
 		DockerTimeout: hostsDockerTimeout})
