@@ -425,7 +425,13 @@ func TestSandboxTimeoutsKillTheNonRootUsersProcesses(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("timed out after %v: %v", took, err)
 	is.True(errors.Is(err, dockerpool.ErrExecTimeout))
-	is.True(took < timeout+time.Second)
+	slack := time.Second
+	if underGVisor() {
+		// The kill script is a Docker exec, which runsc starts slowly on a
+		// busy machine (1.52 s in all here, beside the big streams).
+		slack = 3 * time.Second
+	}
+	is.True(took < timeout+slack)
 	is.True(!c.Tainted())
 	is.Equal(strays(t, c, "sleep 102"), []string(nil))
 	res := runSh(t, c, "echo alive", dockerpool.ExecOptions{})
