@@ -106,7 +106,15 @@ func main() {
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 
-	a.out.json(agentproto.Hello, 0, agentproto.HelloMsg{Version: agentproto.Version, Agent: agentName, PID: a.pid})
+	hello := agentproto.HelloMsg{Version: agentproto.Version, Agent: agentName, PID: a.pid}
+	if conn, token := a.dialPool(); conn != nil {
+		on := hello
+		on.Token = token
+		(&writer{w: conn, log: a.log}).json(agentproto.Hello, 0, on)
+		hello.Socket = true
+		go a.serveSocket(conn, os.Stdout)
+	}
+	a.out.json(agentproto.Hello, 0, hello)
 	go a.housekeeping()
 	go a.serve(os.Stdin)
 

@@ -46,6 +46,13 @@ func (w *writer) send(t agentproto.Type, id uint32, data []byte, credit *agentpr
 	return true
 }
 
+// use sends the frames to w from now on.
+func (w *writer) use(to io.Writer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.w, w.failed = to, false
+}
+
 // json writes a control frame.
 func (w *writer) json(t agentproto.Type, id uint32, v any) {
 	w.mu.Lock()
@@ -117,20 +124,24 @@ func jsonControl(t agentproto.Type) bool {
 // a byte at a time, so the stream resynchronizes if the garbage came between
 // frames. When r ends, the agent keeps running: its commands go on and the
 // pool may attach again later.
-func (a *agent) serve(r io.Reader) {
+func (a *agent) serve(r io.Reader) { a.serveFrom(r, "stdin", nil) }
+
+// serveFrom reads the frames from r (named name in the log); onHello, when
+// set, runs on each Hello from there before it is dispatched.
+func (a *agent) serveFrom(r io.Reader, name string, onHello func()) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	skipped := 0 // > 0: resynchronizing
 	for {
 		hdr, err := br.Peek(agentproto.HeaderSize)
 		if err != nil {
-			a.readEnded(err, skipped+len(hdr))
+			a.readEnded(name, err, skipped+len(hdr))
 			return
 		}
 		ok := plausibleHeader(hdr)
 		if ok && skipped > 0 {
 			if jsonControl(agentproto.Type(hdr[0])) {
 				if hdr, err = br.Peek(agentproto.HeaderSize + 1); err != nil {
-					a.readEnded(err, skipped+len(hdr))
+					a.readEnded(name, err, skipped+len(hdr))
 					return
 				}
 			}
@@ -142,31 +153,34 @@ func (a *agent) serve(r io.Reader) {
 			continue
 		}
 		if skipped > 0 {
-			a.log.Printf("skipped %d bytes of garbage on stdin", skipped)
+			a.log.Printf("skipped %d bytes of garbage on %s", skipped, name)
 			skipped = 0
 		}
 		f, err := agentproto.Read(br)
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				a.readEnded(err, 0)
+				a.readEnded(name, err, 0)
 				return
 			}
 			a.log.Printf("read frame: %v", err)
 			continue
 		}
+		if f.Type == agentproto.Hello && onHello != nil {
+			onHello()
+		}
 		a.dispatch(f)
 	}
 }
 
-func (a *agent) readEnded(err error, garbage int) {
+func (a *agent) readEnded(name string, err error, garbage int) {
 	if garbage > 0 {
-		a.log.Printf("skipped %d bytes of garbage on stdin", garbage)
+		a.log.Printf("skipped %d bytes of garbage on %s", garbage, name)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		a.log.Printf("stdin closed; still running")
+		a.log.Printf("%s closed; still running", name)
 		return
 	}
-	a.log.Printf("read stdin: %v; no longer reading, still running", err)
+	a.log.Printf("read %s: %v; no longer reading, still running", name, err)
 }
 
 // dispatch handles one frame from the pool. It does not block: the work,

@@ -112,7 +112,21 @@ type HelloMsg struct {
 	Version int    `json:"version"`
 	Agent   string `json:"agent,omitempty"` // name and build of the agent
 	PID     int    `json:"pid,omitempty"`   // the agent's PID in the container
+	// Socket, in the agent's hello on stdout: it is connected to the
+	// pool's socket (SocketEnv), and its hello there carries the Token.
+	// The session moves there when the pool's hello comes on the socket.
+	Socket bool   `json:"socket,omitempty"`
+	Token  string `json:"token,omitempty"`
 }
+
+// SocketEnv and TokenEnv, in the agent's environment, name the pool's unix
+// socket (bind-mounted into the container) and the token that proves to the
+// pool that the connection is this container's agent. The agent removes
+// both from its environment before it runs anything.
+const (
+	SocketEnv = "DOCKERPOOL_AGENT_SOCKET"
+	TokenEnv  = "DOCKERPOOL_AGENT_TOKEN"
+)
 
 // ExecMsg starts a command.
 type ExecMsg struct {
