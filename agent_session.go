@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +28,15 @@ type agentConn struct {
 	container string
 	att       types.HijackedResponse
 	gone      func() // called once when the session ends by itself (not by close)
+	goneOnce  sync.Once
 
-	wmu sync.Mutex // one frame at a time on the connection
+	wmu  sync.Mutex // one frame at a time on the connection
+	out  io.Writer  // where frames go: the attach stream, or the socket (guarded by wmu)
+	sock net.Conn   // the agent's socket, once the session moved there (set under wmu and mu)
+	// sockDir is the socket's directory on this machine (AgentConfig.Socket),
+	// bind-mounted into the container: it stays as long as the container
+	// (Docker's archive API mounts it again), and close removes it.
+	sockDir string
 
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*stream
@@ -50,6 +59,7 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 	a := &agentConn{
 		container: id,
 		att:       att,
+		out:       att.Conn,
 		gone:      func() { go p.post(eventMsg{id: id, action: actionAgentGone}) },
 		streams:   map[uint32]*stream{},
 		hello:     make(chan agentproto.HelloMsg, 1),
@@ -70,12 +80,57 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 		// Once the frames stop being read, writes into the pipe must fail,
 		// or the goroutine above would block there forever.
 		defer pr.Close()
-		a.read(pr)
-		if !a.closing.Load() {
-			a.gone()
-		}
+		a.readUntilGone(pr)
 	}()
 	return a, nil
+}
+
+// readUntilGone reads the frames from r until the session ends, and says
+// so when it ended by itself.
+func (a *agentConn) readUntilGone(r io.Reader) {
+	a.read(r)
+	if !a.closing.Load() {
+		a.goneOnce.Do(a.gone)
+	}
+}
+
+// useSocket moves the session onto the agent's socket: frames go there
+// from now on, and come from r (a reader of conn).
+func (a *agentConn) useSocket(conn net.Conn, r io.Reader) {
+	a.wmu.Lock()
+	a.mu.Lock()
+	a.out, a.sock = conn, conn
+	ended := a.err != nil
+	a.mu.Unlock()
+	a.wmu.Unlock()
+	if ended {
+		conn.Close()
+		return
+	}
+	a.readers.Add(1)
+	go func() {
+		defer a.readers.Done()
+		a.readSocket(conn, r)
+	}()
+}
+
+// readSocket reads the session's frames from the agent's socket. When the
+// socket ends, the session goes back to the attach stream, as the agent's
+// output does: whether the agent died is for the attach stream to say (it
+// ends when the daemon has seen the container's main process exit; the
+// socket ends when the kernel closes the agent's files, before that).
+func (a *agentConn) readSocket(conn net.Conn, r io.Reader) {
+	_, fatal := a.readFrames(r)
+	if fatal != nil {
+		a.fail(fatal)
+		return
+	}
+	a.wmu.Lock()
+	a.mu.Lock()
+	a.out, a.sock = a.att.Conn, nil
+	a.mu.Unlock()
+	a.wmu.Unlock()
+	conn.Close()
 }
 
 // payloads recycles the buffers of output frames: a stream of megabytes
@@ -103,17 +158,25 @@ func recycle(b []byte) {
 // data (the agent keeps to it, or the session fails), so one slow caller
 // stalls its own command only.
 func (a *agentConn) read(r io.Reader) {
+	ended, fatal := a.readFrames(r)
+	if fatal == nil {
+		fatal = fmt.Errorf("%w: session with container %s ended: %w", ErrAgent, shortID(a.container), ended)
+	}
+	a.fail(fatal)
+}
+
+// readFrames dispatches frames until r ends (ended: why) or the agent
+// breaks the protocol (fatal).
+func (a *agentConn) readFrames(r io.Reader) (ended, fatal error) {
 	for {
 		f, err := agentproto.ReadWith(r, payloadBuf)
 		if err != nil {
-			a.fail(fmt.Errorf("%w: session with container %s ended: %w", ErrAgent, shortID(a.container), err))
-			return
+			return err, nil
 		}
 		if f.Type == agentproto.Hello {
 			var h agentproto.HelloMsg
 			if err := f.Decode(&h); err != nil {
-				a.fail(fmt.Errorf("%w: bad hello: %w", ErrAgent, err))
-				return
+				return nil, fmt.Errorf("%w: bad hello: %w", ErrAgent, err)
 			}
 			select {
 			case a.hello <- h:
@@ -129,8 +192,7 @@ func (a *agentConn) read(r io.Reader) {
 			continue
 		}
 		if err := s.deliver(f); err != nil {
-			a.fail(fmt.Errorf("%w: container %s: %w", ErrAgent, shortID(a.container), err))
-			return
+			return nil, fmt.Errorf("%w: container %s: %w", ErrAgent, shortID(a.container), err)
 		}
 	}
 }
@@ -145,9 +207,13 @@ func (a *agentConn) fail(err error) {
 	a.err = err
 	close(a.done)
 	a.att.Close()
+	if a.sock != nil {
+		a.sock.Close()
+	}
 }
 
-// close ends the session and waits for its goroutines.
+// close ends the session and waits for its goroutines. The agent's socket
+// directory goes with it: the container is being removed.
 func (a *agentConn) close() {
 	if a == nil {
 		return
@@ -155,6 +221,9 @@ func (a *agentConn) close() {
 	a.closing.Store(true)
 	a.fail(fmt.Errorf("%w: session closed", ErrAgent))
 	a.readers.Wait()
+	if a.sockDir != "" {
+		_ = os.RemoveAll(a.sockDir)
+	}
 }
 
 func (a *agentConn) broken() error {
@@ -163,14 +232,23 @@ func (a *agentConn) broken() error {
 	return a.err
 }
 
-// handshake waits for the agent's hello and answers it.
-func (a *agentConn) handshake(timeout time.Duration) error {
+// handshake waits for the agent's hello and answers it: on the agent's
+// socket when sock is set and the agent connected to it (the session moves
+// there), else on the attach stream.
+func (a *agentConn) handshake(timeout time.Duration, sock *agentSocket) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case h := <-a.hello:
 		if h.Version != agentproto.Version {
 			return fmt.Errorf("%w: container %s runs agent protocol version %d, this pool speaks %d", ErrAgent, shortID(a.container), h.Version, agentproto.Version)
+		}
+		if h.Socket && sock != nil {
+			// It is connected already: the accept and its hello are at hand.
+			if conn, r, err := sock.accept(min(timeout, time.Second)); err == nil {
+				a.useSocket(conn, r)
+			}
+			// Else the session stays on the attach stream, as it began.
 		}
 		return a.send(agentproto.Hello, 0, agentproto.HelloMsg{Version: agentproto.Version, Agent: "dockerpool"})
 	case <-a.done:
@@ -222,7 +300,7 @@ func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	if err := agentproto.Write(a.att.Conn, t, id, payload); err != nil {
+	if err := agentproto.Write(a.out, t, id, payload); err != nil {
 		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
 		a.fail(err)
 		return err
@@ -237,7 +315,7 @@ func (a *agentConn) writeFrames(frames []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	if _, err := a.att.Conn.Write(frames); err != nil {
+	if _, err := a.out.Write(frames); err != nil {
 		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
 		a.fail(err)
 		return err

@@ -75,6 +75,9 @@ func start(ctx context.Context, s settings, api DockerAPI) (*Pool, error) {
 		return nil, err
 	}
 	s.gvisor = gvisor
+	if err := socketDaemon(&s, api); err != nil {
+		return nil, err
+	}
 	if err := prepareNetwork(ctx, s, api); err != nil {
 		return nil, err
 	}

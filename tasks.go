@@ -136,6 +136,17 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 	// The client adjusts the configs it is given (capabilities, fields of
 	// older API versions): each creation gets its own copies.
 	cc, hc := *p.spec.config, *p.spec.host
+	var sock *agentSocket
+	var agent *agentConn
+	if a := p.cfg.agent; a != nil && a.Socket {
+		s, err := newAgentSocket()
+		if err != nil {
+			return "", nil, err
+		}
+		defer func() { s.close(agent != nil) }() // a session keeps its directory
+		s.shareWith(&cc, &hc)
+		sock = s
+	}
 	resp, err := p.api.ContainerCreate(ctx, &cc, &hc, p.spec.network, nil, "")
 	if err != nil {
 		if p.createCtx.Err() != nil {
@@ -143,16 +154,19 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 		}
 		return "", nil, fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
 	}
-	agent, err := p.prepareAgent(ctx, resp.ID)
+	agent, err = p.prepareAgent(ctx, resp.ID)
 	if err != nil {
 		return resp.ID, nil, err
+	}
+	if agent != nil && sock != nil {
+		agent.sockDir = sock.dir // removed by agent.close, with the container
 	}
 	if err := p.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 		agent.close()
 		return resp.ID, nil, fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
 	}
 	if agent != nil {
-		if err := agent.handshake(p.cfg.agent.HandshakeTimeout); err != nil {
+		if err := agent.handshake(p.cfg.agent.HandshakeTimeout, sock); err != nil {
 			agent.close()
 			return resp.ID, nil, err
 		}

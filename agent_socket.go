@@ -1,0 +1,138 @@
+package dockerpool
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	dmount "github.com/docker/docker/api/types/mount"
+
+	"github.com/dockerpool/dockerpool/internal/agentproto"
+)
+
+// The agent's socket (AgentConfig.Socket): on a daemon of this machine the
+// pool makes, for each container it creates, a unix socket in a directory
+// of its own, which the container gets as a read-only bind mount (a connect
+// needs no write access to the mount, and the container can write nothing
+// there). The agent connects at its start and proves with a token from its
+// environment that it is this container's agent; the session then runs on
+// the socket, and the attach stream carries only the agent's log. Frames
+// skip dockerd and the shim both ways: about 0.25 ms less per round trip
+// here (BENCHMARKS.md, fifth session). The socket is gone from this machine
+// once the agent is connected or the creation failed; its empty directory
+// goes with the container (Docker's archive API mounts it again for every
+// copy, and fails on a mount whose source is gone).
+
+// agentSocketMount is where the socket's directory is in the container.
+const agentSocketMount = "/.dockerpool-socket"
+
+// agentSocket is the pool's end of one container's socket while the
+// container starts.
+type agentSocket struct {
+	dir, name, token string
+	ln               *net.UnixListener
+}
+
+// newAgentSocket makes the directory (mode 0711: the agent, whatever its
+// user, can reach the socket, nobody on this machine can list it) and
+// listens on a socket of a random name in it.
+func newAgentSocket() (*agentSocket, error) {
+	dir, err := os.MkdirTemp("", "dockerpool-socket-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: the agent's socket: %w", ErrAgent, err)
+	}
+	s := &agentSocket{dir: dir, name: newToken() + ".sock", token: newToken()}
+	path := filepath.Join(dir, s.name)
+	err = os.Chmod(dir, 0o711)
+	if err == nil {
+		s.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	}
+	if err == nil {
+		err = os.Chmod(path, 0o666) // the agent may run as any user
+	}
+	if err != nil {
+		s.close(false)
+		return nil, fmt.Errorf("%w: the agent's socket in %s: %w", ErrAgent, dir, err)
+	}
+	return s, nil
+}
+
+// shareWith gives a container's configs (copies of the pool's) the mount
+// and the agent's environment.
+func (s *agentSocket) shareWith(cc *container.Config, hc *container.HostConfig) {
+	// First: of two settings of a variable, Docker keeps the last, so that
+	// the config's own win (a test points the agent where no socket is).
+	cc.Env = append([]string{agentproto.SocketEnv + "=" + agentSocketMount + "/" + s.name, agentproto.TokenEnv + "=" + s.token}, cc.Env...)
+	hc.Mounts = append(slices.Clip(hc.Mounts),
+		dmount.Mount{Type: dmount.TypeBind, Source: s.dir, Target: agentSocketMount, ReadOnly: true})
+}
+
+// accept waits up to timeout for the agent's connection and its hello with
+// the token. It returns the connection and a reader of it.
+func (s *agentSocket) accept(timeout time.Duration) (net.Conn, io.Reader, error) {
+	deadline := time.Now().Add(timeout)
+	_ = s.ln.SetDeadline(deadline)
+	conn, err := s.ln.Accept()
+	if err != nil {
+		return nil, nil, err
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	_ = conn.SetReadDeadline(deadline)
+	f, err := agentproto.Read(br)
+	var h agentproto.HelloMsg
+	if err == nil && (f.Type != agentproto.Hello || f.Decode(&h) != nil) {
+		err = fmt.Errorf("the first frame is %q, not a hello", f.Type)
+	}
+	if err == nil && subtle.ConstantTimeCompare([]byte(h.Token), []byte(s.token)) != 1 {
+		err = fmt.Errorf("a hello without this container's token")
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return conn, br, nil
+}
+
+// close stops listening and removes the socket and, unless a session
+// keeps it (for as long as the container: Docker's archive API mounts it
+// again for each copy), its directory.
+func (s *agentSocket) close(kept bool) {
+	if s.ln != nil {
+		s.ln.Close() // and the socket with it
+	}
+	if !kept {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// socketDaemon checks that the pool's daemon can share a socket with its
+// containers: it must run on this machine (DOCKER_HOST unix://). Under
+// gVisor the frames stay on the attach stream: a sandbox does not reach
+// the host's sockets.
+func socketDaemon(s *settings, api DockerAPI) error {
+	if s.agent == nil || !s.agent.Socket {
+		return nil
+	}
+	if s.gvisor {
+		s.agent.Socket = false
+		return nil
+	}
+	d, ok := api.(interface{ DaemonHost() string })
+	if !ok || !strings.HasPrefix(d.DaemonHost(), "unix://") {
+		host := "a client that does not say where its daemon is"
+		if ok {
+			host = d.DaemonHost()
+		}
+		return fmt.Errorf("%w: Agent.Socket needs a Docker daemon on this machine (unix://), this pool's is %s", ErrInvalidConfig, host)
+	}
+	return nil
+}
