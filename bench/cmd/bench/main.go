@@ -305,11 +305,14 @@ func (e *env) poolConfig(what string, cfg dockerpool.Config) dockerpool.Config {
 
 // newAgentPool starts a pool on the agent path: it builds dockerpool-agent
 // (once per run) and the busybox image with the agent in it.
-func (e *env) newAgentPool(what string, cfg dockerpool.Config) (*dockerpool.Pool, error) {
+func (e *env) newAgentPool(what string, cfg dockerpool.Config, opts ...func(*dockerpool.AgentConfig)) (*dockerpool.Pool, error) {
 	if err := e.ensureAgent(); err != nil {
 		return nil, err
 	}
 	cfg.Agent = &dockerpool.AgentConfig{}
+	for _, o := range opts {
+		o(cfg.Agent)
+	}
 	p, err := e.newPoolImage(what, cfg, e.agentImage)
 	return p, err
 }
