@@ -48,15 +48,21 @@ type AgentConfig struct {
 	// Socket moves each container's session off Docker's attach stream onto
 	// a unix socket the pool shares with the container (a directory of its
 	// own, bind-mounted read-only at /.dockerpool-socket; the socket is
-	// removed once the agent is connected, the empty directory with the
+	// removed when the creation ends, the empty directory with the
 	// container). A round trip then skips dockerd and the shim: a WriteFile
 	// + ReadFile pair of 1 KiB took 0.70 ms instead of 1.21 in a tmpfs, 1.85
 	// instead of 2.34 in the image's layer (BENCHMARKS.md). It needs a daemon on
-	// this machine (DOCKER_HOST unix://; New fails otherwise) that shares
-	// its file system with the pool (not Docker Desktop's VM, not a snap
-	// whose confinement hides /tmp). Under gVisor the sessions stay on the
+	// this machine (a client whose DaemonHost is unix://, as a
+	// *client.Client says; New fails otherwise) that shares its file system
+	// with the pool (not Docker Desktop's VM, not a snap whose confinement
+	// hides /tmp: the first creation then fails on the mount, and the pool
+	// goes on without the socket). Under gVisor the sessions stay on the
 	// attach stream, whatever Socket says: the sandbox cannot reach a socket
-	// of the host. A container that could not connect also stays there.
+	// of the host. An agent that could not connect also stays there; OnError
+	// hears of a fall-back once. The socket's path and its token are in the
+	// container's environment (docker inspect shows them, and Docker execs
+	// inherit them): harmless, as nobody can connect once the creation
+	// ended.
 	Socket bool
 }
 

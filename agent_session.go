@@ -3,12 +3,14 @@ package dockerpool
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types"
@@ -20,7 +22,9 @@ import (
 
 // agentConn is the pool's side of one container's agent session: the
 // container's attach stream, on which frames of the agent protocol
-// (internal/agentproto) go both ways. It belongs to the container, not to
+// (internal/agentproto) go both ways, or the agent's socket
+// (AgentConfig.Socket, agent_socket.go), the attach stream then carrying
+// the agent's log and saying when it died. It belongs to the container, not to
 // the pool's state: the owner keeps it beside the core (owner.sessions) and
 // hands it to the handles, the resets and the removal. Many commands share
 // one session; each has its own frame ID.
@@ -28,7 +32,6 @@ type agentConn struct {
 	container string
 	att       types.HijackedResponse
 	gone      func() // called once when the session ends by itself (not by close)
-	goneOnce  sync.Once
 
 	wmu  sync.Mutex // one frame at a time on the connection
 	out  io.Writer  // where frames go: the attach stream, or the socket (guarded by wmu)
@@ -90,7 +93,7 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 func (a *agentConn) readUntilGone(r io.Reader) {
 	a.read(r)
 	if !a.closing.Load() {
-		a.goneOnce.Do(a.gone)
+		a.gone()
 	}
 }
 
@@ -120,17 +123,41 @@ func (a *agentConn) useSocket(conn net.Conn, r io.Reader) {
 // ends when the daemon has seen the container's main process exit; the
 // socket ends when the kernel closes the agent's files, before that).
 func (a *agentConn) readSocket(conn net.Conn, r io.Reader) {
-	_, fatal := a.readFrames(r)
+	ended, fatal := a.readFrames(r)
+	if fatal == nil && !socketEnded(ended) {
+		fatal = fmt.Errorf("%w: the socket of container %s: %w", ErrAgent, shortID(a.container), ended)
+	}
 	if fatal != nil {
-		a.fail(fatal)
+		a.fail(fatal) // garbage from the agent: as on the attach stream
 		return
 	}
 	a.wmu.Lock()
+	a.leaveSocket()
+	a.wmu.Unlock()
+}
+
+// onSocket says whether the frames go to the agent's socket; wmu held.
+func (a *agentConn) onSocket() bool {
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sock != nil
+}
+
+// socketEnded says whether a read error is the socket's end (closed, reset)
+// rather than a broken frame.
+func socketEnded(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// leaveSocket sends the frames to the attach stream again; wmu held.
+func (a *agentConn) leaveSocket() {
+	a.mu.Lock()
+	conn := a.sock
 	a.out, a.sock = a.att.Conn, nil
 	a.mu.Unlock()
-	a.wmu.Unlock()
-	conn.Close()
+	if conn != nil {
+		conn.Close()
+	}
 }
 
 // payloads recycles the buffers of output frames: a stream of megabytes
@@ -234,27 +261,28 @@ func (a *agentConn) broken() error {
 
 // handshake waits for the agent's hello and answers it: on the agent's
 // socket when sock is set and the agent connected to it (the session moves
-// there), else on the attach stream.
-func (a *agentConn) handshake(timeout time.Duration, sock *agentSocket) error {
+// there: onSocket), else on the attach stream.
+func (a *agentConn) handshake(timeout time.Duration, sock *agentSocket) (onSocket bool, err error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case h := <-a.hello:
 		if h.Version != agentproto.Version {
-			return fmt.Errorf("%w: container %s runs agent protocol version %d, this pool speaks %d", ErrAgent, shortID(a.container), h.Version, agentproto.Version)
+			return false, fmt.Errorf("%w: container %s runs agent protocol version %d, this pool speaks %d", ErrAgent, shortID(a.container), h.Version, agentproto.Version)
 		}
 		if h.Socket && sock != nil {
 			// It is connected already: the accept and its hello are at hand.
 			if conn, r, err := sock.accept(min(timeout, time.Second)); err == nil {
 				a.useSocket(conn, r)
+				onSocket = true
 			}
 			// Else the session stays on the attach stream, as it began.
 		}
-		return a.send(agentproto.Hello, 0, agentproto.HelloMsg{Version: agentproto.Version, Agent: "dockerpool"})
+		return onSocket, a.send(agentproto.Hello, 0, agentproto.HelloMsg{Version: agentproto.Version, Agent: "dockerpool"})
 	case <-a.done:
-		return a.broken()
+		return false, a.broken()
 	case <-t.C:
-		return fmt.Errorf("%w: no hello from the agent of container %s within %v (is the agent at the configured Path?)", ErrAgent, shortID(a.container), timeout)
+		return false, fmt.Errorf("%w: no hello from the agent of container %s within %v (is the agent at the configured Path?)", ErrAgent, shortID(a.container), timeout)
 	}
 }
 
@@ -300,7 +328,14 @@ func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	if err := agentproto.Write(a.out, t, id, payload); err != nil {
+	err := agentproto.Write(a.out, t, id, payload)
+	if err != nil && a.onSocket() {
+		// The socket broke (the agent died, or closed it): the agent reads
+		// its stdin too, and whether it died is the attach stream's to say.
+		a.leaveSocket()
+		err = agentproto.Write(a.out, t, id, payload)
+	}
+	if err != nil {
 		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
 		a.fail(err)
 		return err
@@ -315,7 +350,12 @@ func (a *agentConn) writeFrames(frames []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	if _, err := a.out.Write(frames); err != nil {
+	_, err := a.out.Write(frames)
+	if err != nil && a.onSocket() {
+		a.leaveSocket() // as in write
+		_, err = a.out.Write(frames)
+	}
+	if err != nil {
 		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
 		a.fail(err)
 		return err

@@ -2,6 +2,7 @@ package dockerpool
 
 import (
 	"bufio"
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"io"
@@ -41,15 +42,20 @@ type agentSocket struct {
 	ln               *net.UnixListener
 }
 
+// socketDirPrefix names the sockets' directories in os.TempDir(); short,
+// as a socket's path is (108 bytes on Linux, 104 on macOS).
+const socketDirPrefix = "dockerpool-socket-"
+
 // newAgentSocket makes the directory (mode 0711: the agent, whatever its
-// user, can reach the socket, nobody on this machine can list it) and
-// listens on a socket of a random name in it.
+// user, can reach the socket; only root can list the directory, though
+// /proc/net/unix shows every socket's path to all) and listens on a socket
+// of a random name in it.
 func newAgentSocket() (*agentSocket, error) {
-	dir, err := os.MkdirTemp("", "dockerpool-socket-")
+	dir, err := os.MkdirTemp("", socketDirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the agent's socket: %w", ErrAgent, err)
 	}
-	s := &agentSocket{dir: dir, name: newToken() + ".sock", token: newToken()}
+	s := &agentSocket{dir: dir, name: newToken()[:16] + ".sock", token: newToken()}
 	path := filepath.Join(dir, s.name)
 	err = os.Chmod(dir, 0o711)
 	if err == nil {
@@ -60,7 +66,7 @@ func newAgentSocket() (*agentSocket, error) {
 	}
 	if err != nil {
 		s.close(false)
-		return nil, fmt.Errorf("%w: the agent's socket in %s: %w", ErrAgent, dir, err)
+		return nil, fmt.Errorf("%w: the agent's socket %s: %w", ErrAgent, path, err)
 	}
 	return s, nil
 }
@@ -76,30 +82,90 @@ func (s *agentSocket) shareWith(cc *container.Config, hc *container.HostConfig) 
 }
 
 // accept waits up to timeout for the agent's connection and its hello with
-// the token. It returns the connection and a reader of it.
+// the token. Another process of this machine may connect first (the
+// socket is 0666, its path in /proc/net/unix): it is turned away, and the
+// agent's connection, queued behind it, is taken. It returns the
+// connection and a reader of it.
 func (s *agentSocket) accept(timeout time.Duration) (net.Conn, io.Reader, error) {
 	deadline := time.Now().Add(timeout)
 	_ = s.ln.SetDeadline(deadline)
-	conn, err := s.ln.Accept()
-	if err != nil {
-		return nil, nil, err
+	for {
+		conn, err := s.ln.Accept()
+		if err != nil {
+			return nil, nil, err
+		}
+		br := bufio.NewReaderSize(conn, 64<<10)
+		// The agent's hello is written before it says so on stdout: a
+		// connection that says nothing at once is not the agent's.
+		soon := time.Now().Add(100 * time.Millisecond)
+		if soon.After(deadline) {
+			soon = deadline
+		}
+		_ = conn.SetReadDeadline(soon)
+		if err := s.hello(br); err != nil {
+			conn.Close()
+			continue
+		}
+		_ = conn.SetReadDeadline(time.Time{})
+		return conn, br, nil
 	}
-	br := bufio.NewReaderSize(conn, 64<<10)
-	_ = conn.SetReadDeadline(deadline)
-	f, err := agentproto.Read(br)
+}
+
+// hello reads the first frame of a connection: the agent's hello with the
+// token.
+func (s *agentSocket) hello(r io.Reader) error {
+	f, err := agentproto.Read(r)
+	if err != nil {
+		return err
+	}
 	var h agentproto.HelloMsg
-	if err == nil && (f.Type != agentproto.Hello || f.Decode(&h) != nil) {
-		err = fmt.Errorf("the first frame is %q, not a hello", f.Type)
+	if f.Type != agentproto.Hello || f.Decode(&h) != nil {
+		return fmt.Errorf("the first frame is %q, not a hello", f.Type)
 	}
-	if err == nil && subtle.ConstantTimeCompare([]byte(h.Token), []byte(s.token)) != 1 {
-		err = fmt.Errorf("a hello without this container's token")
+	if subtle.ConstantTimeCompare([]byte(h.Token), []byte(s.token)) != 1 {
+		return fmt.Errorf("a hello without this container's token")
 	}
+	return nil
+}
+
+// sweepSocketDirs removes the sockets' directories that no container of
+// the daemon mounts any more (a process that made them died before it
+// removed its containers' directories), except the youngest (a creation
+// of another pool may be under way).
+func sweepSocketDirs(ctx context.Context, api DockerAPI) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), socketDirPrefix+"*"))
+	if len(dirs) == 0 {
+		return
+	}
+	list, err := api.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
-		conn.Close()
-		return nil, nil, err
+		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
-	return conn, br, nil
+	used := map[string]bool{}
+	for _, c := range list {
+		for _, m := range c.Mounts {
+			if m.Destination == agentSocketMount {
+				used[m.Source] = true
+			}
+		}
+	}
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil && !used[d] && time.Since(fi.ModTime()) > 10*time.Minute {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+// socketDirOf is where a container found at New mounts its socket's
+// directory, for its session to remove with it; "" if none of ours.
+func socketDirOf(mounts []container.MountPoint) string {
+	for _, m := range mounts {
+		if m.Destination == agentSocketMount && filepath.Dir(m.Source) == filepath.Clean(os.TempDir()) &&
+			strings.HasPrefix(filepath.Base(m.Source), socketDirPrefix) {
+			return m.Source
+		}
+	}
+	return ""
 }
 
 // close stops listening and removes the socket and, unless a session

@@ -335,7 +335,10 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 		if o.suspect {
 			if why := op.c.pool.checkContainer(op.c.id); errors.Is(why, ErrContainerDead) {
 				op.c.setFlags(handleDead)
-				return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.err), true
+				// Under gVisor an OOM kill takes the whole sandbox, the
+				// agent's session with it, and Docker may say why a moment
+				// later (seen in CI on a busy machine).
+				return fmt.Errorf("dockerpool: %s: %w: %w", op.what, op.c.whyDead(why), o.err), true
 			}
 		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.err), false

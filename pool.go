@@ -47,6 +47,10 @@ type Pool struct {
 	// The layer of the pool's first container right after its start, for
 	// the verified reset on a writable root (reset.go).
 	baseline atomic.Pointer[[]string]
+	// socketOff: the daemon could not mount a socket's directory
+	// (AgentConfig.Socket): the creations go without from then on.
+	// socketNoted: a fall-back to the attach stream was told to OnError.
+	socketOff, socketNoted atomic.Bool
 	// Written by the owner before done is closed; read after.
 	shutdownErr error
 	finalStats  Stats

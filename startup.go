@@ -78,6 +78,9 @@ func start(ctx context.Context, s settings, api DockerAPI) (*Pool, error) {
 	if err := socketDaemon(&s, api); err != nil {
 		return nil, err
 	}
+	if s.agent != nil && s.agent.Socket {
+		sweepSocketDirs(ctx, api)
+	}
 	if err := prepareNetwork(ctx, s, api); err != nil {
 		return nil, err
 	}
@@ -313,6 +316,7 @@ func (p *Pool) trustworthy(ctx context.Context, id string) (bool, *agentConn) {
 	}
 	a, err := p.attachAgent(ctx, id)
 	if err == nil {
+		a.sockDir = socketDirOf(info.Mounts) // removed with the container
 		err = a.ping(p.cfg.agent.HandshakeTimeout)
 	}
 	if err != nil {

@@ -136,21 +136,19 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 	// The client adjusts the configs it is given (capabilities, fields of
 	// older API versions): each creation gets its own copies.
 	cc, hc := *p.spec.config, *p.spec.host
-	var sock *agentSocket
 	var agent *agentConn
-	if a := p.cfg.agent; a != nil && a.Socket {
-		s, err := newAgentSocket()
-		if err != nil {
-			return "", nil, err
-		}
-		defer func() { s.close(agent != nil) }() // a session keeps its directory
-		s.shareWith(&cc, &hc)
-		sock = s
+	sock := p.newSocket(&cc, &hc)
+	if sock != nil {
+		defer func() { sock.close(agent != nil) }() // a session keeps its directory
 	}
 	resp, err := p.api.ContainerCreate(ctx, &cc, &hc, p.spec.network, nil, "")
 	if err != nil {
 		if p.createCtx.Err() != nil {
 			p.cutCreates.Add(1) // the daemon may still finish it: finalize looks again
+		}
+		if sock != nil && strings.Contains(err.Error(), sock.dir) {
+			p.socketOff.Store(true) // the daemon does not see this machine's files
+			p.socketFallBack(fmt.Errorf("the daemon cannot mount the socket's directory: %w", err))
 		}
 		return "", nil, fmt.Errorf("create container from image %q: %w", p.spec.config.Image, err)
 	}
@@ -166,9 +164,13 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 		return resp.ID, nil, fmt.Errorf("start container %s: %w", shortID(resp.ID), err)
 	}
 	if agent != nil {
-		if err := agent.handshake(p.cfg.agent.HandshakeTimeout, sock); err != nil {
+		onSocket, err := agent.handshake(p.cfg.agent.HandshakeTimeout, sock)
+		if err != nil {
 			agent.close()
 			return resp.ID, nil, err
+		}
+		if sock != nil && !onSocket {
+			p.socketFallBack(fmt.Errorf("the agent of container %s did not connect to its socket (its log says why)", shortID(resp.ID)))
 		}
 	}
 	if err := p.recordBaseline(ctx, resp.ID); err != nil {
@@ -180,6 +182,30 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 		return resp.ID, nil, fmt.Errorf("create container: %w", ctx.Err())
 	}
 	return resp.ID, agent, nil
+}
+
+// newSocket makes the agent's socket of a creation and gives the configs
+// its mount and variables (AgentConfig.Socket); nil without, or when it
+// cannot be made (the creation then goes on the attach stream).
+func (p *Pool) newSocket(cc *container.Config, hc *container.HostConfig) *agentSocket {
+	if a := p.cfg.agent; a == nil || !a.Socket || p.socketOff.Load() {
+		return nil
+	}
+	s, err := newAgentSocket()
+	if err != nil {
+		p.socketFallBack(err)
+		return nil
+	}
+	s.shareWith(cc, hc)
+	return s
+}
+
+// socketFallBack tells OnError, once per pool, that a session stays on the
+// attach stream although AgentConfig.Socket is set, and why.
+func (p *Pool) socketFallBack(why error) {
+	if p.socketNoted.CompareAndSwap(false, true) {
+		p.notify(fmt.Errorf("dockerpool: Agent.Socket: the agent's session stays on the attach stream (said once): %w", why))
+	}
 }
 
 // prepareAgent copies the agent into a created container when asked, and

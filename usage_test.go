@@ -34,7 +34,11 @@ func TestUsageACPUTimeLimitKillsABusyLoopAndSaysWhatItUsed(t *testing.T) {
 	cpu := res.Usage.User + res.Usage.System
 	t.Logf("%v after %v; used %v (user %v, system %v)", err, took, cpu, res.Usage.User, res.Usage.System)
 	is.True(errors.Is(err, dockerpool.ErrCPUTimeExceeded))
-	is.True(took < 1500*time.Millisecond) // the bound: about 0.5s on a machine not busy with other work
+	bound := 1500 * time.Millisecond // the bound: about 0.5s on a machine not busy with other work
+	if underGVisor() {
+		bound = 3 * time.Second // the sentry's CPU accounting on a busy machine: 1.68 s seen in CI, at 520 ms of CPU
+	}
+	is.True(took < bound)
 	is.True(cpu >= 500*time.Millisecond && cpu <= 800*time.Millisecond)
 	is.True(!c.Tainted()) // killed and verified
 }

@@ -1,7 +1,8 @@
 // Command dockerpool-agent runs as a container's main process and starts
 // commands for dockerpool, which talks to it over the container's attach
 // stream: frames of package agentproto arrive on stdin and leave on stdout;
-// stderr carries the agent's own short log lines.
+// stderr carries the agent's own short log lines. With AgentConfig.Socket
+// the frames go over the pool's unix socket instead (socket.go).
 //
 // It is a small static program (CGO_ENABLED=0, standard library only):
 //

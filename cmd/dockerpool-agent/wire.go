@@ -11,7 +11,8 @@ import (
 	"github.com/dockerpool/dockerpool/internal/agentproto"
 )
 
-// writer serializes frames on the agent's stdout: many goroutines send.
+// writer serializes frames to the pool (stdout, or the pool's socket): many
+// goroutines send.
 type writer struct {
 	mu     sync.Mutex
 	w      io.Writer
@@ -27,7 +28,7 @@ func (w *writer) frame(t agentproto.Type, id uint32, payload []byte) {
 	if err := agentproto.Write(w.w, t, id, payload); err != nil && !w.failed {
 		w.failed = true
 		if w.log != nil {
-			w.log.Printf("write to stdout: %v (frames are lost)", err)
+			w.log.Printf("write to the pool: %v (frames are lost)", err)
 		}
 	}
 }
@@ -60,7 +61,7 @@ func (w *writer) json(t agentproto.Type, id uint32, v any) {
 	if err := agentproto.WriteJSON(w.w, t, id, v); err != nil && !w.failed {
 		w.failed = true
 		if w.log != nil {
-			w.log.Printf("write to stdout: %v (frames are lost)", err)
+			w.log.Printf("write to the pool: %v (frames are lost)", err)
 		}
 	}
 }
