@@ -363,13 +363,15 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 
 // hostVerdict, for an operation cut because its Group host stopped
 // answering (a killed daemon refuses connections before the group's
-// prober notices), waits for the group's verdict: the handle's death with
-// the host's, ErrContainerDead wrapping ErrHostDown. nil when the pool is
-// on no Group host, the error is not a lost connection, or the host stays
-// in placement.
+// prober notices; a stopped one lets a call run into its deadline, as the
+// exit code's inspect, which outlives the operation's ctx, did in a test),
+// waits for the group's verdict: the handle's death with the host's,
+// ErrContainerDead wrapping ErrHostDown. nil when the pool is on no Group
+// host, the error is neither a lost connection nor a deadline, or the host
+// stays in placement.
 func (c *Container) hostVerdict(cause error) error {
 	wait := c.pool.cfg.hostVerdict
-	if wait <= 0 || !connectionLost(cause) {
+	if wait <= 0 || !connectionLost(cause) && !errors.Is(cause, context.DeadlineExceeded) {
 		return nil
 	}
 	life := c.lifeContext()

@@ -192,6 +192,39 @@ func TestGroupHostThatStallsIsOutWithin2sAndItsContainersFailPromptly(t *testing
 	})
 }
 
+// A host that stops answering between a command's end and the inspect
+// that tells its exit code: the inspect runs into its own deadline before
+// the host is out, and the Exec still ends with the host's error, as every
+// other operation cut by it (seen in the fault test: a plain "context
+// deadline exceeded").
+func TestGroupHostThatStallsUnderTheExitCodesInspectEndsTheExecWithTheHostsError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 4}, map[string]int{"a": 4, "b": 2})
+		c, err := fh.g.Acquire(ctx, "t")
+		is.NoErr(err)
+		is.Equal(c.Host(), "a")
+		_, err = c.Exec(ctx, []string{"true"}) // marks it used
+		is.NoErr(err)
+		f := fh.fakes["a"]
+		var once sync.Once
+		f.SetHook(func(ctx context.Context, op fakedocker.Op, _ string) error {
+			if op != fakedocker.OpExecInspect {
+				return nil
+			}
+			once.Do(func() { go f.Stall() }) // from now on the host answers nothing
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		_, err = c.Exec(ctx, []string{"true"})
+		t.Logf("Exec: %v", err)
+		is.True(errors.Is(err, ErrContainerDead))
+		is.True(errors.Is(err, ErrHostDown))
+		is.NoErr(fh.g.Return(ctx, c))
+	})
+}
+
 func TestGroupHostThatFailsIsOutWithin2sProbedWithBackoffAndBackWhenItAnswers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)
