@@ -19,10 +19,10 @@ import (
 //   - BigStreams: the streams of megabytes and of a gigabyte, which measure
 //     the heap of their whole process, so that no other test may run in it.
 //
-// Together they take about two minutes; one after the other, Go ran them
-// alone for over three (a gigabyte stream waits on the daemon and the
-// file system more than it computes, gVisor's ptrace platform leaves a
-// fifth of the CPU idle). Not parallel to the rest: the timing bounds of
+// Together they took 150 to 167 s here; one after the other, Go ran them
+// alone for 200 s (a gigabyte stream waits on the daemon and the file
+// system more than it computes, gVisor's ptrace platform leaves a fifth of
+// the CPU idle). Not parallel to the rest: the timing bounds of
 // the other tests are for a machine that is not also running these. Go runs
 // it before the parallel tests.
 func TestInChildProcesses(t *testing.T) {
