@@ -33,9 +33,11 @@ type agentConn struct {
 	att       types.HijackedResponse
 	gone      func() // called once when the session ends by itself (not by close)
 
-	wmu  sync.Mutex // one frame at a time on the connection
-	out  io.Writer  // where frames go: the attach stream, or the socket (guarded by wmu)
-	sock net.Conn   // the agent's socket, once the session moved there (set under wmu and mu)
+	wmu sync.Mutex // one frame at a time on the connection
+	// sock is the agent's socket while the session runs there (frames go
+	// there, not to the attach stream): set under wmu and mu, so read under
+	// either.
+	sock net.Conn
 	// sockDir is the socket's directory on this machine (AgentConfig.Socket),
 	// bind-mounted into the container: it stays as long as the container
 	// (Docker's archive API mounts it again), and close removes it.
@@ -62,7 +64,6 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 	a := &agentConn{
 		container: id,
 		att:       att,
-		out:       att.Conn,
 		gone:      func() { go p.post(eventMsg{id: id, action: actionAgentGone}) },
 		streams:   map[uint32]*stream{},
 		hello:     make(chan agentproto.HelloMsg, 1),
@@ -83,18 +84,12 @@ func (p *Pool) attachAgent(ctx context.Context, id string) (*agentConn, error) {
 		// Once the frames stop being read, writes into the pipe must fail,
 		// or the goroutine above would block there forever.
 		defer pr.Close()
-		a.readUntilGone(pr)
+		a.read(pr)
+		if !a.closing.Load() {
+			a.gone()
+		}
 	}()
 	return a, nil
-}
-
-// readUntilGone reads the frames from r until the session ends, and says
-// so when it ended by itself.
-func (a *agentConn) readUntilGone(r io.Reader) {
-	a.read(r)
-	if !a.closing.Load() {
-		a.gone()
-	}
 }
 
 // useSocket moves the session onto the agent's socket: frames go there
@@ -102,7 +97,7 @@ func (a *agentConn) readUntilGone(r io.Reader) {
 func (a *agentConn) useSocket(conn net.Conn, r io.Reader) {
 	a.wmu.Lock()
 	a.mu.Lock()
-	a.out, a.sock = conn, conn
+	a.sock = conn
 	ended := a.err != nil
 	a.mu.Unlock()
 	a.wmu.Unlock()
@@ -136,13 +131,6 @@ func (a *agentConn) readSocket(conn net.Conn, r io.Reader) {
 	a.wmu.Unlock()
 }
 
-// onSocket says whether the frames go to the agent's socket; wmu held.
-func (a *agentConn) onSocket() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.sock != nil
-}
-
 // socketEnded says whether a read error is the socket's end (closed, reset)
 // rather than a broken frame.
 func socketEnded(err error) bool {
@@ -153,11 +141,42 @@ func socketEnded(err error) bool {
 func (a *agentConn) leaveSocket() {
 	a.mu.Lock()
 	conn := a.sock
-	a.out, a.sock = a.att.Conn, nil
+	a.sock = nil
 	a.mu.Unlock()
 	if conn != nil {
 		conn.Close()
 	}
+}
+
+// dest is where frames go: the agent's socket, or the attach stream; wmu
+// held.
+func (a *agentConn) dest() io.Writer {
+	if a.sock != nil {
+		return a.sock
+	}
+	return a.att.Conn
+}
+
+// againOnAttach, after a write that failed with err, says whether to write
+// again on the attach stream: the socket broke (the agent died, or closed
+// it), the agent reads its stdin too, and whether it died is the attach
+// stream's to say. wmu held.
+func (a *agentConn) againOnAttach(err error) bool {
+	if err == nil || a.sock == nil {
+		return false
+	}
+	a.leaveSocket()
+	return true
+}
+
+// wrote ends a write: a failed one ends the session. wmu held.
+func (a *agentConn) wrote(err error) error {
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
+	a.fail(err)
+	return err
 }
 
 // payloads recycles the buffers of output frames: a stream of megabytes
@@ -328,19 +347,11 @@ func (a *agentConn) write(t agentproto.Type, id uint32, payload []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	err := agentproto.Write(a.out, t, id, payload)
-	if err != nil && a.onSocket() {
-		// The socket broke (the agent died, or closed it): the agent reads
-		// its stdin too, and whether it died is the attach stream's to say.
-		a.leaveSocket()
-		err = agentproto.Write(a.out, t, id, payload)
+	err := agentproto.Write(a.dest(), t, id, payload)
+	if a.againOnAttach(err) {
+		err = agentproto.Write(a.att.Conn, t, id, payload)
 	}
-	if err != nil {
-		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
-		a.fail(err)
-		return err
-	}
-	return nil
+	return a.wrote(err)
 }
 
 // writeFrames writes frames that agentproto.Append encoded, in one write.
@@ -350,17 +361,11 @@ func (a *agentConn) writeFrames(frames []byte) error {
 	if err := a.broken(); err != nil {
 		return err
 	}
-	_, err := a.out.Write(frames)
-	if err != nil && a.onSocket() {
-		a.leaveSocket() // as in write
-		_, err = a.out.Write(frames)
+	_, err := a.dest().Write(frames)
+	if a.againOnAttach(err) {
+		_, err = a.att.Conn.Write(frames)
 	}
-	if err != nil {
-		err = fmt.Errorf("%w: write to container %s: %w", ErrAgent, shortID(a.container), err)
-		a.fail(err)
-		return err
-	}
-	return nil
+	return a.wrote(err)
 }
 
 func (a *agentConn) send(t agentproto.Type, id uint32, v any) error {

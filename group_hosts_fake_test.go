@@ -139,19 +139,30 @@ func TestGroupHostsKeepEachHostWithinItsCapAndNeverHandOutAContainerTwice(t *tes
 	})
 }
 
+// usedOnA starts a group over hosts a (4) and b (2) and returns a
+// container of host a on which a command ran (it carries the used mark:
+// it must not be adopted later).
+func usedOnA(t *testing.T) (fakeHosts, *Container) {
+	t.Helper()
+	fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 4}, map[string]int{"a": 4, "b": 2})
+	c := fh.acquire(t, "a container of host a")
+	if c.Host() != "a" {
+		t.Fatalf("the first container is on host %q, want a (the most room)", c.Host())
+	}
+	if _, err := c.Exec(context.Background(), []string{"true"}); err != nil {
+		t.Fatalf("the first Exec: %v", err)
+	}
+	return fh, c
+}
+
 func TestGroupHostThatStallsIsOutWithin2sAndItsContainersFailPromptly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)
 		ctx := context.Background()
-		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 4}, map[string]int{"a": 4, "b": 2})
-		c, err := fh.g.Acquire(ctx, "t")
-		is.NoErr(err)
-		is.Equal(c.Host(), "a")
-		_, err = c.Exec(ctx, []string{"true"}) // marks it used: it must not be adopted later
-		is.NoErr(err)
+		fh, c := usedOnA(t)
 		fh.fakes["a"].Stall()
 		start := time.Now()
-		_, err = c.Exec(ctx, []string{"true"}) // blocks on the stalled host until it is out
+		_, err := c.Exec(ctx, []string{"true"}) // blocks on the stalled host until it is out
 		took := time.Since(start)
 		t.Logf("Exec on the stalled host after %v: %v", took, err)
 		is.True(errors.Is(err, ErrContainerDead))
@@ -201,12 +212,7 @@ func TestGroupHostThatStallsUnderTheExitCodesInspectEndsTheExecWithTheHostsError
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)
 		ctx := context.Background()
-		fh := startHostGroup(t, Config{MinIdle: 1, MaxIdle: 4}, map[string]int{"a": 4, "b": 2})
-		c, err := fh.g.Acquire(ctx, "t")
-		is.NoErr(err)
-		is.Equal(c.Host(), "a")
-		_, err = c.Exec(ctx, []string{"true"}) // marks it used
-		is.NoErr(err)
+		fh, c := usedOnA(t)
 		f := fh.fakes["a"]
 		var once sync.Once
 		f.SetHook(func(ctx context.Context, op fakedocker.Op, _ string) error {
@@ -217,7 +223,7 @@ func TestGroupHostThatStallsUnderTheExitCodesInspectEndsTheExecWithTheHostsError
 			<-ctx.Done()
 			return ctx.Err()
 		})
-		_, err = c.Exec(ctx, []string{"true"})
+		_, err := c.Exec(ctx, []string{"true"})
 		t.Logf("Exec: %v", err)
 		is.True(errors.Is(err, ErrContainerDead))
 		is.True(errors.Is(err, ErrHostDown))
