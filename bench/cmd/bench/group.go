@@ -30,9 +30,10 @@ type groupParams struct {
 	Hold        time.Duration `json:"hold"` // after the Exec, before the Return
 	CreateDelay time.Duration `json:"create_delay"`
 	Zipf        float64       `json:"zipf"`
-	Real        bool          `json:"real"`       // the real daemon instead of the fake (no create delay added)
-	Only        string        `json:"only"`       // run only this design (empty: all three at once)
-	Sequential  bool          `json:"sequential"` // the designs one after another, each alone on the daemon
+	MaxCreating int           `json:"max_creating"` // GroupConfig.MaxCreating of the Groups (0: the default)
+	Real        bool          `json:"real"`         // the real daemon instead of the fake (no create delay added)
+	Only        string        `json:"only"`         // run only this design (empty: all three at once)
+	Sequential  bool          `json:"sequential"`   // the designs one after another, each alone on the daemon
 }
 
 type traceOp struct {
@@ -127,6 +128,10 @@ type groupResult struct {
 	Cold      int64   `json:"cold"`     // served by a container made for the caller
 	Evictions int64   `json:"evictions"`
 	Acquire   Summary `json:"acquire"`
+	// The Acquires over a millisecond, by what served them: a container
+	// never handed out before, or a returned one.
+	MissFresh  Summary `json:"miss_fresh"`
+	MissReused Summary `json:"miss_reused"`
 }
 
 // templateConfig is the configuration of template i of a design.
@@ -181,7 +186,7 @@ func (e *env) startDesign(gp groupParams, i int) (design, error) {
 		return ps, nil
 	}
 	k := i - 1
-	cfg := dockerpool.GroupConfig{MaxSize: gp.MaxSize, StaticWarmth: k == 0, Templates: map[string]dockerpool.Config{}}
+	cfg := dockerpool.GroupConfig{MaxSize: gp.MaxSize, StaticWarmth: k == 0, MaxCreating: gp.MaxCreating, Templates: map[string]dockerpool.Config{}}
 	for t := range gp.Templates {
 		cfg.Templates[fmt.Sprint("t", t)] = e.templateConfig(fmt.Sprint("g", k), t, dockerpool.Config{MinIdle: 1, MaxIdle: gp.MaxIdle}, f)
 	}
@@ -192,10 +197,21 @@ func (e *env) startDesign(gp groupParams, i int) (design, error) {
 	return group{g}, nil
 }
 
+// replayed is what a replay measured: every Acquire's latency, and those of
+// the misses (over a millisecond) split by what served them: a container
+// never handed out before (made for the caller, or warmed while it waited)
+// or one that had been returned.
+type replayed struct {
+	lat, fresh, reused []time.Duration
+	errs               int
+}
+
 // replay runs the trace on d: every op at its time on a goroutine of its own.
-func (e *env) replay(d design, tr []traceOp, hold time.Duration) (lat []time.Duration, errs int) {
+func (e *env) replay(d design, tr []traceOp, hold time.Duration) replayed {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	var r replayed
+	seen := map[string]bool{}
 	start := time.Now()
 	for _, op := range tr {
 		if wait := time.Until(start.Add(op.at)); wait > 0 {
@@ -214,15 +230,25 @@ func (e *env) replay(d design, tr []traceOp, hold time.Duration) (lat []time.Dur
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			lat = append(lat, took)
+			r.lat = append(r.lat, took)
+			if c != nil && took > time.Millisecond {
+				if seen[c.ID()] {
+					r.reused = append(r.reused, took)
+				} else {
+					r.fresh = append(r.fresh, took)
+				}
+			}
+			if c != nil {
+				seen[c.ID()] = true
+			}
 			if err != nil {
-				errs++
+				r.errs++
 				e.logf("group trace: %v", err)
 			}
 		})
 	}
 	wg.Wait()
-	return lat, errs
+	return r
 }
 
 // runGroup measures the group trace.
@@ -233,10 +259,12 @@ func (e *env) runGroup() error {
 		gp.Ops, gp.Templates, gp.Rate, gp.Phase, tr[len(tr)-1].at.Round(time.Second), gp.MaxSize, gp.Hold, gp.CreateDelay, gp.Real, gp.Sequential)
 	res := make([]groupResult, len(designNames))
 	measure := func(i int, d design) {
-		lat, errs := e.replay(d, tr, gp.Hold)
+		r := e.replay(d, tr, gp.Hold)
 		a, empty, cold, ev := d.counts()
-		res[i] = groupResult{Design: designNames[i], Ops: len(lat), Errors: errs, Cold: cold, Evictions: ev,
-			WarmHit: float64(a-empty) / float64(max(a, 1)), Acquire: summarize("group."+designNames[i], "Acquire on the trace", lat)}
+		res[i] = groupResult{Design: designNames[i], Ops: len(r.lat), Errors: r.errs, Cold: cold, Evictions: ev,
+			WarmHit: float64(a-empty) / float64(max(a, 1)), Acquire: summarize("group."+designNames[i], "Acquire on the trace", r.lat),
+			MissFresh:  summarize("group."+designNames[i]+".fresh", "Acquire over 1 ms served by a container never handed out before", r.fresh),
+			MissReused: summarize("group."+designNames[i]+".reused", "Acquire over 1 ms served by a returned container", r.reused)}
 	}
 	stop := func(d design) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -289,6 +317,9 @@ func (e *env) runGroup() error {
 		}
 		e.logf("group %-15s ops %d errors %d warm-hit %.1f%% cold %d evictions %d acquire p50 %v p99 %v max %v",
 			r.Design, r.Ops, r.Errors, 100*r.WarmHit, r.Cold, r.Evictions, r.Acquire.P50, r.Acquire.P99, r.Acquire.Max)
+		for _, m := range []Summary{r.MissFresh, r.MissReused} {
+			e.logf("group %-15s   %s: n %d p50 %v p90 %v max %v", r.Design, m.Label, m.N, m.P50, percentile(m.samples, 90), m.Max)
+		}
 	}
 	if ind, ad := res[0].Acquire.P99, res[2].Acquire.P99; ad > 0 && ind > 0 {
 		v := float64(ind) / float64(ad)

@@ -130,6 +130,7 @@ func main() {
 	flag.Float64Var(&p.Group.Rate, "g-rate", 10, "group: arrivals per second (Poisson)")
 	flag.DurationVar(&p.Group.Hold, "g-hold", 500*time.Millisecond, "group: how long a caller keeps its container after the Exec")
 	flag.DurationVar(&p.Group.CreateDelay, "g-create", 200*time.Millisecond, "group: creation time of the fake daemon")
+	flag.IntVar(&p.Group.MaxCreating, "g-maxcreating", 0, "group: GroupConfig.MaxCreating of the Groups (0: the default)")
 	flag.Float64Var(&p.Group.Zipf, "g-zipf", 1.1, "group: Zipf exponent of the templates' popularity")
 	flag.BoolVar(&p.Group.Real, "g-real", false, "group: run the trace on the real daemon instead of the fake")
 	flag.BoolVar(&p.Group.Sequential, "g-sequential", false, "group: run the designs one after another, each alone on the daemon (start, warm up, trace, shut down)")
