@@ -42,7 +42,9 @@ func startHostGroup(t *testing.T, tmpl Config, caps map[string]int, prepare ...f
 		}
 	}
 	tmpl.Name = "h"
-	g, err := NewGroup(context.Background(), GroupConfig{StaticWarmth: true, Hosts: hosts, Templates: map[string]Config{"t": testConfig(tmpl)}})
+	// MaxCreating 4: a host's room (at most 4 here) can all be under
+	// creation at once, so these tests see placement, not the creation bound.
+	g, err := NewGroup(context.Background(), GroupConfig{StaticWarmth: true, MaxCreating: 4, Hosts: hosts, Templates: map[string]Config{"t": testConfig(tmpl)}})
 	if err != nil {
 		t.Fatal(err)
 	}

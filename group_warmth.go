@@ -31,9 +31,12 @@ const (
 )
 
 // DefaultMaxCreating is GroupConfig.MaxCreating's default: the creations
-// under way at a time on one daemon. Four keep a two-CPU daemon busy
-// without queueing each creation behind many others.
-const DefaultMaxCreating = 4
+// under way at a time on one daemon. Measured on a two-CPU Docker 20.10
+// (BENCHMARKS.md, issue 17's trace, MaxSize 24): 1, 2, 4 and 8 at a time
+// gave a p99 Acquire of 392, 310, 454 and 1005 ms; beyond two, the
+// creations share the CPUs and each one, the miss waiting for it
+// included, takes longer.
+const DefaultMaxCreating = 2
 
 // estimate follows one member's demand over the last dt.
 func (b *budgetCore) estimate(m *groupMember, dt time.Duration) {
