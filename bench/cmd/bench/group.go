@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+
 	"github.com/dockerpool/dockerpool"
 	"github.com/dockerpool/dockerpool/internal/fakedocker"
 )
@@ -34,6 +36,7 @@ type groupParams struct {
 	Real        bool          `json:"real"`         // the real daemon instead of the fake (no create delay added)
 	Only        string        `json:"only"`         // run only this design (empty: all three at once)
 	Sequential  bool          `json:"sequential"`   // the designs one after another, each alone on the daemon
+	Agent       bool          `json:"agent"`        // the templates on the agent path (real daemon only)
 }
 
 type traceOp struct {
@@ -139,6 +142,13 @@ func (e *env) templateConfig(what string, i int, cfg dockerpool.Config, f *faked
 	cfg = e.poolConfig(fmt.Sprintf("%s-t%d", what, i), cfg)
 	cfg.Cmd = []string{"sleep", fmt.Sprint(1000000 + i)} // the templates differ
 	cfg.CheckIdleAfter = -1                              // no inspect before a hand-out: a hit is an idle container
+	if e.p.Group.Agent && f == nil {
+		// The agent is the main process (Cmd is not used): the templates
+		// differ by a variable.
+		cfg.Image.Name = e.agentImage
+		cfg.Agent = &dockerpool.AgentConfig{}
+		cfg.ContainerConfig = &container.Config{Env: []string{fmt.Sprint("DPBENCH_TEMPLATE=", i)}}
+	}
 	if f != nil {
 		cfg.HostConfig = nil
 		cfg.Client = f
@@ -254,9 +264,17 @@ func (e *env) replay(d design, tr []traceOp, hold time.Duration) replayed {
 // runGroup measures the group trace.
 func (e *env) runGroup() error {
 	gp := e.p.Group
+	if gp.Agent {
+		if !gp.Real {
+			return errors.New("group: -g-agent needs -g-real (the fake runs no agent)")
+		}
+		if err := e.ensureAgent(); err != nil {
+			return err
+		}
+	}
 	tr := makeTrace(gp, 1)
-	e.logf("group: %d ops over %d templates, %.1f/s, phase %v (%v in all), MaxSize %d, hold %v, create delay %v, real %v, sequential %v",
-		gp.Ops, gp.Templates, gp.Rate, gp.Phase, tr[len(tr)-1].at.Round(time.Second), gp.MaxSize, gp.Hold, gp.CreateDelay, gp.Real, gp.Sequential)
+	e.logf("group: %d ops over %d templates, %.1f/s, phase %v (%v in all), MaxSize %d, hold %v, create delay %v, real %v, sequential %v, agent %v",
+		gp.Ops, gp.Templates, gp.Rate, gp.Phase, tr[len(tr)-1].at.Round(time.Second), gp.MaxSize, gp.Hold, gp.CreateDelay, gp.Real, gp.Sequential, gp.Agent)
 	res := make([]groupResult, len(designNames))
 	measure := func(i int, d design) {
 		r := e.replay(d, tr, gp.Hold)

@@ -31,7 +31,8 @@
 //	soak      leaks over many cycles
 //	group     a Group of templates against independent pools on a shifting
 //	          trace, on the fake daemon with -g-create per creation (or
-//	          -g-real); -phase sets how long a template stays hot
+//	          -g-real; -g-agent: the templates on the agent path); -phase
+//	          sets how long a template stays hot
 //	all       exec, acquire, burst, core, size (not files, limits,
 //	          untrusted, gvisor, terminal, soak, group: run those on their own)
 //
@@ -133,6 +134,7 @@ func main() {
 	flag.IntVar(&p.Group.MaxCreating, "g-maxcreating", 0, "group: GroupConfig.MaxCreating of the Groups (0: the default)")
 	flag.Float64Var(&p.Group.Zipf, "g-zipf", 1.1, "group: Zipf exponent of the templates' popularity")
 	flag.BoolVar(&p.Group.Real, "g-real", false, "group: run the trace on the real daemon instead of the fake")
+	flag.BoolVar(&p.Group.Agent, "g-agent", false, "group: the templates on the agent path (Config.Agent, the agent image; with -g-real)")
 	flag.BoolVar(&p.Group.Sequential, "g-sequential", false, "group: run the designs one after another, each alone on the daemon (start, warm up, trace, shut down)")
 	flag.StringVar(&p.Group.Only, "g-only", "", "group: run only this design (independent, group-static, group-adaptive); default all three at once")
 	flag.Parse()
