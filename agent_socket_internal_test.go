@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+
 	"github.com/dockerpool/dockerpool/internal/agentproto"
 	"github.com/dockerpool/dockerpool/internal/fakedocker"
 )
@@ -74,5 +76,63 @@ func TestAgentSocketTurnsAwayAConnectionThatIsNotTheAgents(t *testing.T) {
 	s.close(false)
 	if _, err := os.Stat(s.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the socket's directory is left: %v", err)
+	}
+}
+
+// listedOnly is a daemon that answers ContainerList alone, with list or
+// with err.
+type listedOnly struct {
+	DockerAPI
+	list []container.Summary
+	err  error
+}
+
+func (l listedOnly) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	return l.list, l.err
+}
+
+// sweepSocketDirs, at New, removes the sockets' directories a dead process
+// left behind, and nothing else: not one a container of the daemon mounts,
+// not a young one (a creation of another pool may be under way), not a
+// directory that is not a socket's, and nothing when the daemon cannot list
+// its containers.
+func TestSweepSocketDirsRemovesOnlyStaleUnusedSocketDirectories(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // os.TempDir: the sweep looks nowhere else
+	old := time.Now().Add(-11 * time.Minute)
+	mk := func(name string, mtime time.Time) string {
+		d := filepath.Join(tmp, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "agent.sock"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	stale := mk(socketDirPrefix+"stale", old)
+	used := mk(socketDirPrefix+"used", old)
+	young := mk(socketDirPrefix+"young", time.Now())
+	other := mk("not-a-socket-dir", old)
+	mounted := []container.Summary{{ID: "c1", Mounts: []container.MountPoint{{Source: used, Destination: agentSocketMount}}}}
+
+	sweepSocketDirs(context.Background(), listedOnly{err: errors.New("daemon down")})
+	for _, d := range []string{stale, used, young, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("the daemon could not list its containers, yet %s is gone: %v", d, err)
+		}
+	}
+
+	sweepSocketDirs(context.Background(), listedOnly{list: mounted})
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale unused %s: stat err = %v; want it removed", stale, err)
+	}
+	for _, d := range []string{used, young, other} {
+		if _, err := os.Stat(filepath.Join(d, "agent.sock")); err != nil {
+			t.Fatalf("%s was touched by the sweep: %v", d, err)
+		}
 	}
 }
