@@ -41,7 +41,9 @@ type agentConn struct {
 	// sockDir is the socket's directory on this machine (AgentConfig.Socket),
 	// bind-mounted into the container: it stays as long as the container
 	// (Docker's archive API mounts it again), and close removes it.
-	sockDir string
+	// sockLock is the directory's lock (lockSocketDir), held until then.
+	sockDir  string
+	sockLock *os.File
 
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*stream
@@ -269,6 +271,9 @@ func (a *agentConn) close() {
 	a.readers.Wait()
 	if a.sockDir != "" {
 		_ = os.RemoveAll(a.sockDir)
+	}
+	if a.sockLock != nil {
+		a.sockLock.Close() // after the removal: a sweep sees it held until then
 	}
 }
 

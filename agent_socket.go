@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,12 +40,17 @@ const agentSocketMount = "/.dockerpool-socket"
 // container starts.
 type agentSocket struct {
 	dir, name, token string
+	lock             *os.File // the directory's (lockSocketDir), while it is in use
 	ln               *net.UnixListener
 }
 
 // socketDirPrefix names the sockets' directories in os.TempDir(); short,
 // as a socket's path is (108 bytes on Linux, 104 on macOS).
 const socketDirPrefix = "dockerpool-socket-"
+
+// socketLockName is the file in a socket's directory that its user holds
+// a lock on (lockSocketDir).
+const socketLockName = "lock"
 
 // newAgentSocket makes the directory (mode 0711: the agent, whatever its
 // user, can reach the socket; only root can list the directory, though
@@ -58,6 +64,12 @@ func newAgentSocket() (*agentSocket, error) {
 	s := &agentSocket{dir: dir, name: newToken()[:16] + ".sock", token: newToken()}
 	path := filepath.Join(dir, s.name)
 	err = os.Chmod(dir, 0o711)
+	if err == nil {
+		s.lock, err = lockSocketDir(dir)
+		if err == nil && s.lock == nil {
+			err = errors.New("its lock is held by another")
+		}
+	}
 	if err == nil {
 		s.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	}
@@ -129,9 +141,9 @@ func (s *agentSocket) hello(r io.Reader) error {
 }
 
 // sweepSocketDirs removes the sockets' directories that no container of
-// the daemon mounts any more (a process that made them died before it
-// removed its containers' directories), except the youngest (a creation
-// of another pool may be under way).
+// the daemon mounts any more and whose lock no process holds (a process
+// that made them died before it removed its containers' directories),
+// except the youngest (a creation of another pool may be under way).
 func sweepSocketDirs(ctx context.Context, api DockerAPI) {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), socketDirPrefix+"*"))
 	if len(dirs) == 0 {
@@ -150,9 +162,17 @@ func sweepSocketDirs(ctx context.Context, api DockerAPI) {
 		}
 	}
 	for _, d := range dirs {
-		if fi, err := os.Stat(d); err == nil && !used[d] && time.Since(fi.ModTime()) > 10*time.Minute {
-			_ = os.RemoveAll(d)
+		if fi, err := os.Stat(d); err != nil || used[d] || time.Since(fi.ModTime()) <= 10*time.Minute {
+			continue
 		}
+		// A live process holds the lock of the directories it uses, those
+		// of another daemon's containers included: only a dead one's go.
+		lock, err := lockSocketDir(d)
+		if err != nil || lock == nil {
+			continue
+		}
+		_ = os.RemoveAll(d)
+		lock.Close()
 	}
 }
 
@@ -177,6 +197,9 @@ func (s *agentSocket) close(kept bool) {
 	}
 	if !kept {
 		_ = os.RemoveAll(s.dir)
+		if s.lock != nil {
+			s.lock.Close()
+		}
 	}
 }
 

@@ -93,9 +93,10 @@ func (l listedOnly) ContainerList(context.Context, container.ListOptions) ([]con
 
 // sweepSocketDirs, at New, removes the sockets' directories a dead process
 // left behind, and nothing else: not one a container of the daemon mounts,
-// not a young one (a creation of another pool may be under way), not a
-// directory that is not a socket's, and nothing when the daemon cannot list
-// its containers.
+// not one whose lock a live process holds (its container is on another
+// daemon of this machine), not a young one (a creation of another pool may
+// be under way), not a directory that is not a socket's, and nothing when
+// the daemon cannot list its containers.
 func TestSweepSocketDirsRemovesOnlyStaleUnusedSocketDirectories(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // os.TempDir: the sweep looks nowhere else
@@ -117,6 +118,17 @@ func TestSweepSocketDirsRemovesOnlyStaleUnusedSocketDirectories(t *testing.T) {
 	used := mk(socketDirPrefix+"used", old)
 	young := mk(socketDirPrefix+"young", time.Now())
 	other := mk("not-a-socket-dir", old)
+	held := mk(socketDirPrefix+"held", old)
+	lock, err := lockSocketDir(held)
+	if err != nil || lock == nil {
+		t.Fatalf("lockSocketDir(%s) = %v, %v; want the lock", held, lock, err)
+	}
+	if again, err := lockSocketDir(held); again != nil || err != nil {
+		t.Fatalf("lockSocketDir of a held directory = %v, %v; want nil, nil", again, err)
+	}
+	if err := os.Chtimes(held, old, old); err != nil { // the lock file made it young
+		t.Fatal(err)
+	}
 	mounted := []container.Summary{{ID: "c1", Mounts: []container.MountPoint{{Source: used, Destination: agentSocketMount}}}}
 
 	sweepSocketDirs(context.Background(), listedOnly{err: errors.New("daemon down")})
@@ -130,9 +142,54 @@ func TestSweepSocketDirsRemovesOnlyStaleUnusedSocketDirectories(t *testing.T) {
 	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("stale unused %s: stat err = %v; want it removed", stale, err)
 	}
-	for _, d := range []string{used, young, other} {
+	for _, d := range []string{used, young, other, held} {
 		if _, err := os.Stat(filepath.Join(d, "agent.sock")); err != nil {
 			t.Fatalf("%s was touched by the sweep: %v", d, err)
 		}
+	}
+
+	lock.Close() // as when its process dies
+	sweepSocketDirs(context.Background(), listedOnly{list: mounted})
+	if _, err := os.Stat(held); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s, its lock released: stat err = %v; want it removed", held, err)
+	}
+}
+
+// A socket's directory is locked while its container lives: from the
+// socket's making until the session, or the failed creation, removes it.
+func TestAgentSocketHoldsItsDirectorysLock(t *testing.T) {
+	held := func(dir string) bool {
+		t.Helper()
+		l, err := lockSocketDir(dir)
+		if err != nil {
+			t.Fatalf("lockSocketDir(%s): %v", dir, err)
+		}
+		l.Close() // nil when held: Close of a nil *os.File returns ErrInvalid
+		return l == nil
+	}
+	kept, err := newAgentSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held(kept.dir) {
+		t.Fatalf("a new socket's directory %s is not locked", kept.dir)
+	}
+	kept.close(true) // a session keeps it, and its lock
+	if !held(kept.dir) {
+		t.Fatalf("after close(kept), %s is not locked", kept.dir)
+	}
+	a := &agentConn{sockDir: kept.dir, sockLock: kept.lock, err: errors.New("ended")} // a session already ended
+	a.close()
+	if _, err := os.Stat(kept.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after the session's close: stat %s = %v; want it removed", kept.dir, err)
+	}
+
+	failed, err := newAgentSocket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed.close(false) // a creation that failed
+	if _, err := os.Stat(failed.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("after close(not kept): stat %s = %v; want it removed", failed.dir, err)
 	}
 }

@@ -317,6 +317,9 @@ func (p *Pool) trustworthy(ctx context.Context, id string) (bool, *agentConn) {
 	a, err := p.attachAgent(ctx, id)
 	if err == nil {
 		a.sockDir = socketDirOf(info.Mounts) // removed with the container
+		if a.sockDir != "" {
+			a.sockLock, _ = lockSocketDir(a.sockDir) // the dead process's lock is free
+		}
 		err = a.ping(p.cfg.agent.HandshakeTimeout)
 	}
 	if err != nil {
