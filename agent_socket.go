@@ -48,10 +48,6 @@ type agentSocket struct {
 // as a socket's path is (108 bytes on Linux, 104 on macOS).
 const socketDirPrefix = "dockerpool-socket-"
 
-// socketLockName is the file in a socket's directory that its user holds
-// a lock on (lockSocketDir).
-const socketLockName = "lock"
-
 // newAgentSocket makes the directory (mode 0711: the agent, whatever its
 // user, can reach the socket; only root can list the directory, though
 // /proc/net/unix shows every socket's path to all) and listens on a socket

@@ -5,18 +5,18 @@ package dockerpool
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"syscall"
 )
 
 // lockSocketDir takes the lock of a socket's directory: an exclusive flock
-// on its file socketLockName, which the process that uses the directory
-// holds until it removes it, and the kernel drops when that process dies.
-// It returns nil and no error when another holder has it (another process,
-// or another file of this one), so that sweepSocketDirs keeps the
-// directory of a container of another daemon of this machine.
+// on the directory itself (no file in it: the container sees the
+// directory), which the process that uses the directory holds until it
+// removes it, and the kernel drops when that process dies. It returns nil
+// and no error when another holder has it (another process, or another
+// open of this one), so that sweepSocketDirs keeps the directory of a
+// container of another daemon of this machine.
 func lockSocketDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, socketLockName), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
