@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -39,11 +38,10 @@ type agentConn struct {
 	// either.
 	sock net.Conn
 	// sockDir is the socket's directory on this machine (AgentConfig.Socket),
-	// bind-mounted into the container: it stays as long as the container
-	// (Docker's archive API mounts it again), and close removes it.
-	// sockLock is the directory's lock (lockSocketDir), held until then.
-	sockDir  string
-	sockLock *os.File
+	// bind-mounted into the container, and its lock: it stays as long as
+	// the container (Docker's archive API mounts it again), and close
+	// removes it.
+	sockDir socketDir
 
 	mu      sync.Mutex // guards the fields below
 	streams map[uint32]*stream
@@ -269,12 +267,7 @@ func (a *agentConn) close() {
 	a.closing.Store(true)
 	a.fail(fmt.Errorf("%w: session closed", ErrAgent))
 	a.readers.Wait()
-	if a.sockDir != "" {
-		_ = os.RemoveAll(a.sockDir)
-	}
-	if a.sockLock != nil {
-		a.sockLock.Close() // after the removal: a sweep sees it held until then
-	}
+	a.sockDir.remove()
 }
 
 func (a *agentConn) broken() error {

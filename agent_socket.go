@@ -39,9 +39,28 @@ const agentSocketMount = "/.dockerpool-socket"
 // agentSocket is the pool's end of one container's socket while the
 // container starts.
 type agentSocket struct {
-	dir, name, token string
-	lock             *os.File // the directory's (lockSocketDir), while it is in use
-	ln               *net.UnixListener
+	socketDir
+	name, token string
+	ln          *net.UnixListener
+}
+
+// socketDir is a socket's directory on this machine and its lock
+// (lockSocketDir), held for as long as the directory is in use: by the
+// socket while the container starts, then by the session.
+type socketDir struct {
+	dir  string
+	lock *os.File
+}
+
+// remove removes the directory, then lets its lock go: a sweep sees the
+// directory held until it is gone.
+func (d socketDir) remove() {
+	if d.dir != "" {
+		_ = os.RemoveAll(d.dir)
+	}
+	if d.lock != nil {
+		d.lock.Close()
+	}
 }
 
 // socketDirPrefix names the sockets' directories in os.TempDir(); short,
@@ -57,7 +76,7 @@ func newAgentSocket() (*agentSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: the agent's socket: %w", ErrAgent, err)
 	}
-	s := &agentSocket{dir: dir, name: newToken()[:16] + ".sock", token: newToken()}
+	s := &agentSocket{socketDir: socketDir{dir: dir}, name: newToken()[:16] + ".sock", token: newToken()}
 	path := filepath.Join(dir, s.name)
 	err = os.Chmod(dir, 0o711)
 	if err == nil {
@@ -167,8 +186,7 @@ func sweepSocketDirs(ctx context.Context, api DockerAPI) {
 		if err != nil || lock == nil {
 			continue
 		}
-		_ = os.RemoveAll(d)
-		lock.Close()
+		socketDir{d, lock}.remove()
 	}
 }
 
@@ -192,10 +210,7 @@ func (s *agentSocket) close(kept bool) {
 		s.ln.Close() // and the socket with it
 	}
 	if !kept {
-		_ = os.RemoveAll(s.dir)
-		if s.lock != nil {
-			s.lock.Close()
-		}
+		s.socketDir.remove()
 	}
 }
 

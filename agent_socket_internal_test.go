@@ -175,7 +175,7 @@ func TestAgentSocketHoldsItsDirectorysLock(t *testing.T) {
 	if !held(kept.dir) {
 		t.Fatalf("after close(kept), %s is not locked", kept.dir)
 	}
-	a := &agentConn{sockDir: kept.dir, sockLock: kept.lock, err: errors.New("ended")} // a session already ended
+	a := &agentConn{sockDir: kept.socketDir, err: errors.New("ended")} // a session already ended
 	a.close()
 	if _, err := os.Stat(kept.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("after the session's close: stat %s = %v; want it removed", kept.dir, err)

@@ -316,9 +316,9 @@ func (p *Pool) trustworthy(ctx context.Context, id string) (bool, *agentConn) {
 	}
 	a, err := p.attachAgent(ctx, id)
 	if err == nil {
-		a.sockDir = socketDirOf(info.Mounts) // removed with the container
-		if a.sockDir != "" {
-			a.sockLock, _ = lockSocketDir(a.sockDir) // the dead process's lock is free
+		if dir := socketDirOf(info.Mounts); dir != "" { // removed with the container
+			lock, _ := lockSocketDir(dir) // the dead process's lock is free
+			a.sockDir = socketDir{dir, lock}
 		}
 		err = a.ping(p.cfg.agent.HandshakeTimeout)
 	}

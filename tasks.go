@@ -157,7 +157,7 @@ func (p *Pool) createContainer() (string, *agentConn, error) {
 		return resp.ID, nil, err
 	}
 	if agent != nil && sock != nil {
-		agent.sockDir, agent.sockLock = sock.dir, sock.lock // removed by agent.close, with the container
+		agent.sockDir = sock.socketDir // removed by agent.close, with the container
 	}
 	if err := p.api.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 		agent.close()
