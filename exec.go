@@ -341,6 +341,12 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 				return fmt.Errorf("dockerpool: %s: %w: %w", op.what, op.c.whyDead(why), o.err), true
 			}
 		}
+		// A daemon killed under the command cuts the call itself
+		// ("connection reset by peer") before the group's prober notices:
+		// the host's verdict, not the cut, is the answer.
+		if why := op.c.hostVerdict(o.err); why != nil {
+			return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.err), true
+		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.err), false
 	case errors.Is(o.cause, ErrContainerDead):
 		return fmt.Errorf("dockerpool: %s: %w", op.what, op.c.whyDead(o.cause)), true

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -502,4 +505,38 @@ func TestNewGroupRefusesBadHosts(t *testing.T) {
 			t.Errorf("hosts %v: got %v, want ErrInvalidConfig saying %q", fmt.Sprint(len(tc.hosts)), err, tc.want)
 		}
 	}
+}
+
+// A daemon killed under a command: the Exec's own call fails with a cut
+// connection before the group's prober takes the host out (seen in the
+// fault test: "connection reset by peer" from a SIGKILLed daemon), and the
+// Exec still ends with the host's error, ErrContainerDead wrapping
+// ErrHostDown, as the operations the host's outage cuts do.
+func TestGroupHostKilledUnderAnExecEndsItWithTheHostsError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		ctx := context.Background()
+		fh, c := usedOnA(t)
+		f := fh.fakes["a"]
+		reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+		f.SetHook(func(ctx context.Context, op fakedocker.Op, _ string) error {
+			if op != fakedocker.OpExecCreate {
+				return nil
+			}
+			f.Fail(errors.New("connection refused")) // gone: every call from now on, the prober's pings too
+			return fmt.Errorf("error during connect: %w", reset)
+		})
+		start := time.Now()
+		_, err := c.Exec(ctx, []string{"true"})
+		took := time.Since(start)
+		t.Logf("Exec after %v: %v", took, err)
+		is.True(errors.Is(err, ErrContainerDead))
+		is.True(errors.Is(err, ErrHostDown))
+		is.True(errors.Is(err, syscall.ECONNRESET)) // what the call saw is kept
+		is.True(strings.Contains(err.Error(), `"a"`))
+		if took > 2*time.Second+500*time.Millisecond {
+			t.Fatalf("Exec returned after %v, want within the host's verdict (2 s) and its margin", took)
+		}
+		is.NoErr(fh.g.Return(ctx, c))
+	})
 }
