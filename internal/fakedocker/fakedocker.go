@@ -72,9 +72,11 @@ type Container struct {
 type execRec struct {
 	container string
 	cmd       []string
+	stdin     bool // attached: otherwise its stdin is at its end from the start
 	exitCode  int
 	running   bool
-	pid       int // set once started
+	pid       int           // set once started
+	started   chan struct{} // closed once started
 }
 
 // Fake is an in-memory Docker daemon. The zero value is not usable; call New.
@@ -83,6 +85,12 @@ type Fake struct {
 	// lock. An error fails the call; blocking blocks it. id is the container
 	// (or image, network, exec) the call is about, when there is one.
 	Hook func(ctx context.Context, op Op, id string) error
+
+	// SlowExecStart, when set, makes an exec's process start this long
+	// after its attach (ExecInspect reports its PID from then on), and an
+	// end of stdin that arrives before the start is lost: the command never
+	// sees it. runsc (gVisor) did that now and then.
+	SlowExecStart time.Duration
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -551,13 +559,13 @@ func (f *Fake) ContainerExecCreate(ctx context.Context, id string, opts containe
 	}
 	eid := f.newID()
 	c.ExecIDs = append(c.ExecIDs, eid)
-	f.execs[eid] = &execRec{container: id, cmd: opts.Cmd}
+	f.execs[eid] = &execRec{container: id, cmd: opts.Cmd, stdin: opts.AttachStdin}
 	return container.ExecCreateResponse{ID: eid}, nil
 }
 
-// ContainerExecAttach runs the exec. The fake knows two commands: "echo
-// args..." writes its arguments to stdout; "exit N" exits with N. Anything
-// else exits with 127.
+// ContainerExecAttach runs the exec. The fake knows three commands: "echo
+// args..." writes its arguments to stdout; "cat" copies stdin to stdout
+// until its end; "exit N" exits with N. Anything else exits with 127.
 func (f *Fake) ContainerExecAttach(ctx context.Context, eid string, _ container.ExecAttachOptions) (types.HijackedResponse, error) {
 	if err := f.enter(ctx, OpExecAttach, eid); err != nil {
 		return types.HijackedResponse{}, err
@@ -566,24 +574,74 @@ func (f *Fake) ContainerExecAttach(ctx context.Context, eid string, _ container.
 	e, ok := f.execs[eid]
 	if ok {
 		f.seq++
-		e.running, e.pid = true, f.seq
+		pid := f.seq
+		e.running, e.started = true, make(chan struct{})
+		start := func() {
+			f.mu.Lock()
+			e.pid = pid
+			f.mu.Unlock()
+			close(e.started)
+		}
+		if f.SlowExecStart > 0 {
+			time.AfterFunc(f.SlowExecStart, start)
+		} else {
+			e.pid = pid
+			close(e.started)
+		}
 	}
 	f.mu.Unlock()
 	if !ok {
 		return types.HijackedResponse{}, notFound("exec", eid)
 	}
 	client, server := net.Pipe()
-	go f.serveExec(e, server)
-	return types.NewHijackedResponse(client, ""), nil
+	in, inW := io.Pipe()
+	if !e.stdin {
+		_ = inW.Close()
+	}
+	conn := &execConn{Conn: client, stdin: inW, started: e.started, loseEarlyEOF: f.SlowExecStart > 0}
+	go f.serveExec(e, server, in)
+	return types.NewHijackedResponse(conn, ""), nil
 }
 
-func (f *Fake) serveExec(e *execRec, conn net.Conn) {
+// execConn is the client's end of an exec's stream: it reads the output
+// and writes stdin, whose end CloseWrite passes on.
+type execConn struct {
+	net.Conn
+	stdin        *io.PipeWriter
+	started      chan struct{}
+	loseEarlyEOF bool
+}
+
+func (c *execConn) Write(b []byte) (int, error) { return c.stdin.Write(b) }
+
+func (c *execConn) CloseWrite() error {
+	select {
+	case <-c.started:
+	default:
+		if c.loseEarlyEOF {
+			return nil // lost: the command reads on
+		}
+	}
+	return c.stdin.Close()
+}
+
+func (c *execConn) Close() error {
+	c.stdin.CloseWithError(net.ErrClosed)
+	return c.Conn.Close()
+}
+
+func (f *Fake) serveExec(e *execRec, conn net.Conn, stdin *io.PipeReader) {
 	defer conn.Close()
+	defer stdin.CloseWithError(io.ErrClosedPipe) // what the command did not read fails to send
 	out := stdcopy.NewStdWriter(conn, stdcopy.Stdout)
 	code := 0
 	switch {
 	case len(e.cmd) > 0 && e.cmd[0] == "echo":
 		_, _ = io.WriteString(out, strings.Join(e.cmd[1:], " ")+"\n")
+	case len(e.cmd) == 1 && e.cmd[0] == "cat":
+		if _, err := io.Copy(out, stdin); err != nil {
+			code = 1
+		}
 	case len(e.cmd) == 2 && e.cmd[0] == "exit":
 		code, _ = strconv.Atoi(e.cmd[1])
 	default:
