@@ -225,7 +225,13 @@ func (e *env) replay(d design, tr []traceOp, hold time.Duration) replayed {
 	start := time.Now()
 	for _, op := range tr {
 		if wait := time.Until(start.Add(op.at)); wait > 0 {
-			time.Sleep(wait)
+			select {
+			case <-time.After(wait):
+			case <-e.ctx.Done(): // interrupted: the ops started end, no new ones
+			}
+		}
+		if e.ctx.Err() != nil {
+			break
 		}
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(e.ctx, time.Minute)

@@ -177,6 +177,7 @@ type env struct {
 
 	agentOnce  sync.Once // the agent image, built on first use
 	agentBin   string    // the dockerpool-agent binary
+	agentDir   string    // where it was built: removed at the end of the run
 	agentImage string
 	agentErr   error
 }
@@ -208,6 +209,9 @@ func run(p params) (err error) {
 	defer func() {
 		if cerr := e.cleanup(); cerr != nil && err == nil {
 			err = cerr
+		}
+		if e.agentDir != "" {
+			_ = os.RemoveAll(e.agentDir)
 		}
 	}()
 
@@ -329,6 +333,7 @@ func (e *env) ensureAgent() error {
 			e.agentErr = err
 			return
 		}
+		e.agentDir = dir
 		ctx, cancel := context.WithTimeout(e.ctx, 5*time.Minute)
 		defer cancel()
 		bin, err := dockerpooltest.BuildAgent(ctx, dir)
