@@ -427,6 +427,31 @@ func TestNewRetriesTheRemovalOfAContainerListedButNotYetFound(t *testing.T) {
 	})
 }
 
+// The same at Shutdown: a container the daemon lists but cannot find for
+// seconds (in the fault test, 12 s after a network that dropped packets
+// came back: its creation request reached the daemon late). Shutdown waits
+// for it, within DockerTimeout, and removes it, instead of giving up after
+// its few quick retries and leaving it.
+func TestShutdownWaitsForAContainerListedButNotYetFoundAndRemovesIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f := fakedocker.New(fakeImage)
+		p := startFake(t, f, Config{MinIdle: 1})
+		is.NoErr(p.WaitIdle(context.Background(), 1))
+		id := f.Containers()[0].ID
+		until := time.Now().Add(5 * time.Second)
+		f.SetHook(func(ctx context.Context, op fakedocker.Op, x string) error {
+			if op == fakedocker.OpRemove && x == id && time.Now().Before(until) {
+				return fmt.Errorf("No such container: %s: %w", x, cerrdefs.ErrNotFound)
+			}
+			return nil
+		})
+		is.NoErr(p.Shutdown(context.Background()))
+		is.True(!time.Now().Before(until))
+		is.Equal(len(f.Containers()), 0)
+	})
+}
+
 func TestPoolHandlesAContainerRemovedBehindItsBackWhileInUse(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)

@@ -255,10 +255,32 @@ func (p *Pool) stillBeingCreated(ctx context.Context, id string) error {
 	}
 	for _, c := range list {
 		if c.ID == id {
-			return errors.New("not found, yet listed: its creation is still in progress")
+			return errStillCreating
 		}
 	}
 	return nil
+}
+
+// errStillCreating: the daemon lists the container but finds no container
+// of its ID (see stillBeingCreated).
+var errStillCreating = errors.New("not found, yet listed: its creation is still in progress")
+
+// removeAtEnd removes a container for the final sweep: one whose creation
+// is still in progress is tried again until it appears (a creation held up
+// by a network that dropped packets reached its daemon seconds late, in a
+// test) or ctx ends.
+func (p *Pool) removeAtEnd(ctx context.Context, id string) error {
+	for {
+		err := p.removeContainer(ctx, id)
+		if !errors.Is(err, errStillCreating) {
+			return err
+		}
+		select {
+		case <-time.After(100 * time.Millisecond): // the daemon announces nothing until it is created
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // checkContainer reports an error when the container is not running any more.
@@ -384,7 +406,7 @@ func (p *Pool) finalize(base context.Context, sweep []string) error {
 	var errs []error
 	for _, id := range sweep {
 		seen[id] = true
-		if err := p.removeContainer(ctx, id); err != nil {
+		if err := p.removeAtEnd(ctx, id); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -426,7 +448,7 @@ func (p *Pool) sweepLabelled(ctx context.Context, seen map[string]bool) []error 
 	for _, c := range list {
 		if !seen[c.ID] {
 			seen[c.ID] = true
-			if err := p.removeContainer(ctx, c.ID); err != nil {
+			if err := p.removeAtEnd(ctx, c.ID); err != nil {
 				errs = append(errs, err)
 			}
 		}
