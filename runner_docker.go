@@ -31,9 +31,10 @@ type dockerRunner struct{}
 const execIDEnv = "DOCKERPOOL_EXEC_ID"
 
 const (
-	inspectBudget = time.Second     // to learn the exit code after the output ended
-	reapBudget    = 3 * time.Second // to kill and verify after a timeout
-	stdinChunk    = 32 << 10        // the caller's Stdin is read in pieces of this size
+	inspectBudget  = time.Second     // to learn the exit code after the output ended
+	reapBudget     = 3 * time.Second // to kill and verify after a timeout
+	stdinChunk     = 32 << 10        // the caller's Stdin is read in pieces of this size
+	stdinStartWait = 5 * time.Second // at most, for the PID before the end of stdin (see execStarted)
 )
 
 //go:embed reap.sh
@@ -78,7 +79,13 @@ func (r dockerRunner) exec(parent context.Context, c *Container, s *execSpec) ou
 		o.left = r.leftovers(c, s, created.ID, token)
 		return o
 	}
-	o, sniff := r.stream(ctx, cancel, att, s, func(ctx context.Context) { _ = execStarted(ctx, api, created.ID) })
+	o, sniff := r.stream(ctx, cancel, att, s, func(ctx context.Context) {
+		// Bounded: an engine that never reported a PID would otherwise
+		// keep the end of stdin from a command that waits for it.
+		ctx, cancel := context.WithTimeout(ctx, stdinStartWait)
+		defer cancel()
+		_ = execStarted(ctx, api, created.ID)
+	})
 	if o.cause == nil {
 		code, err := exitCode(parent, api, created.ID)
 		if err != nil {
