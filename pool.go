@@ -70,7 +70,7 @@ type Pool struct {
 
 	watcher      sync.WaitGroup // the event watcher and the ticker
 	kick         chan struct{}  // capacity 1: the Group host is back, subscribe to events again now
-	cutCreates   atomic.Int64   // creations Shutdown cut short (tasks.go, lateSweep)
+	cutCreates   atomic.Int64   // creations Shutdown cut short (finalize.go, lateSweep)
 	notifierDone chan struct{}  // closed when the OnError goroutine has exited
 	ownerG       atomic.Uint64  // the owner's goroutine, for debug checks
 }

@@ -452,6 +452,35 @@ func TestShutdownWaitsForAContainerListedButNotYetFoundAndRemovesIt(t *testing.T
 	})
 }
 
+// ...but not forever: a container the daemon lists and never finds costs
+// Shutdown stillCreatingFor, for all such containers together, and is then
+// reported, while the others are removed.
+func TestShutdownGivesUpOnContainersListedButNeverFoundAfterABoundAndRemovesTheRest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		is := is.New(t)
+		f := fakedocker.New(fakeImage)
+		p := startFake(t, f, Config{MinIdle: 3})
+		is.NoErr(p.WaitIdle(context.Background(), 3))
+		cs := f.Containers()
+		ghosts := map[string]bool{cs[0].ID: true, cs[1].ID: true}
+		f.SetHook(func(ctx context.Context, op fakedocker.Op, x string) error {
+			if op == fakedocker.OpRemove && ghosts[x] {
+				return fmt.Errorf("No such container: %s: %w", x, cerrdefs.ErrNotFound)
+			}
+			return nil
+		})
+		start := time.Now()
+		err := p.Shutdown(context.Background())
+		took := time.Since(start)
+		t.Logf("Shutdown after %v: %v", took, err)
+		is.True(err != nil && strings.Count(err.Error(), "its creation is still in progress") == 2)
+		if took < stillCreatingFor || took > stillCreatingFor+time.Second {
+			t.Fatalf("Shutdown took %v, want the bound for them all, %v", took, stillCreatingFor)
+		}
+		is.Equal(len(f.Containers()), 2) // the ghosts: the third is removed
+	})
+}
+
 func TestPoolHandlesAContainerRemovedBehindItsBackWhileInUse(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		is := is.New(t)

@@ -261,28 +261,6 @@ func (p *Pool) stillBeingCreated(ctx context.Context, id string) error {
 	return nil
 }
 
-// errStillCreating: the daemon lists the container but finds no container
-// of its ID (see stillBeingCreated).
-var errStillCreating = errors.New("not found, yet listed: its creation is still in progress")
-
-// removeAtEnd removes a container for the final sweep: one whose creation
-// is still in progress is tried again until it appears (a creation held up
-// by a network that dropped packets reached its daemon seconds late, in a
-// test) or ctx ends.
-func (p *Pool) removeAtEnd(ctx context.Context, id string) error {
-	for {
-		err := p.removeContainer(ctx, id)
-		if !errors.Is(err, errStillCreating) {
-			return err
-		}
-		select {
-		case <-time.After(100 * time.Millisecond): // the daemon announces nothing until it is created
-		case <-ctx.Done():
-			return err
-		}
-	}
-}
-
 // checkContainer reports an error when the container is not running any more.
 func (p *Pool) checkContainer(id string) error {
 	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.DockerTimeout)
@@ -394,70 +372,6 @@ func (p *Pool) reconcile() ([]found, error) {
 func (p *Pool) labelFilter() filters.Args {
 	return filters.NewArgs(filters.Arg("label", LabelPool+"="+p.cfg.Name))
 }
-
-// finalize is Shutdown's last step: a sweep of whatever still carries the
-// pool's label (a creation cut short, a removal that kept failing, a creation
-// that a crashed predecessor had sent and the daemon finished after New
-// looked), then the network.
-func (p *Pool) finalize(base context.Context, sweep []string) error {
-	ctx, cancel := context.WithTimeout(base, p.cfg.DockerTimeout)
-	defer cancel()
-	seen := map[string]bool{}
-	var errs []error
-	for _, id := range sweep {
-		seen[id] = true
-		if err := p.removeAtEnd(ctx, id); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	errs = append(errs, p.sweepLabelled(ctx, seen)...)
-	errs = append(errs, p.lateSweep(ctx, seen)...)
-	if p.cfg.Network.NeedsRemove {
-		err := p.api.NetworkRemove(ctx, p.cfg.Network.Name)
-		if err != nil && !cerrdefs.IsNotFound(err) {
-			errs = append(errs, fmt.Errorf("dockerpool: remove network %q: %w", p.cfg.Network.Name, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// lateSweep, on a Group host where Shutdown cut a creation short, looks
-// again for a while: the daemon finishes a creation whose caller gave up,
-// and a request held up by the network (a host that dropped packets) can
-// reach it after the first sweep's list.
-func (p *Pool) lateSweep(ctx context.Context, seen map[string]bool) []error {
-	if p.cfg.host == "" || p.cutCreates.Load() == 0 {
-		return nil
-	}
-	var errs []error
-	for end := time.Now().Add(lateSweepFor); time.Now().Before(end) && ctx.Err() == nil; {
-		time.Sleep(100 * time.Millisecond) // nothing to wait on: the daemon tells no one
-		errs = append(errs, p.sweepLabelled(ctx, seen)...)
-	}
-	return errs
-}
-
-// sweepLabelled removes every container carrying the pool's label that is
-// not in seen yet, and adds it there.
-func (p *Pool) sweepLabelled(ctx context.Context, seen map[string]bool) []error {
-	list, err := p.api.ContainerList(ctx, container.ListOptions{All: true, Filters: p.labelFilter()})
-	if err != nil {
-		return []error{fmt.Errorf("dockerpool: list leftover containers: %w", err)}
-	}
-	var errs []error
-	for _, c := range list {
-		if !seen[c.ID] {
-			seen[c.ID] = true
-			if err := p.removeAtEnd(ctx, c.ID); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
-	return errs
-}
-
-// lateSweepFor is how long lateSweep looks.
-const lateSweepFor = time.Second
 
 // done is the result of a task that ended with err, for a worker whose task
 // panicked (and for tests that play the workers).
