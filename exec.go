@@ -343,9 +343,13 @@ func (op *operation) describe(o outcome, limit int) (error, bool) {
 		}
 		// A daemon killed under the command cuts the call itself
 		// ("connection reset by peer") before the group's prober notices:
-		// the host's verdict, not the cut, is the answer.
-		if why := op.c.hostVerdict(o.err); why != nil {
-			return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.err), true
+		// the host's verdict, not the cut, is the answer. (Not for a
+		// deadline: a transfer's call that ran into the caller's own
+		// deadline ends with it here.)
+		if connectionLost(o.err) {
+			if why := op.c.hostVerdict(o.err); why != nil {
+				return fmt.Errorf("dockerpool: %s: %w: %w", op.what, why, o.err), true
+			}
 		}
 		return fmt.Errorf("dockerpool: %s: %w", op.what, o.err), false
 	case errors.Is(o.cause, ErrContainerDead):
