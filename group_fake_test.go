@@ -69,6 +69,7 @@ func TestGroupEvictsTheLeastRecentlyUsedIdleContainerAtTheCap(t *testing.T) {
 		is.NoErr(err)
 		y, err := g.Acquire(ctx, "a") // nothing idle for a, at the cap: b's goes
 		is.NoErr(err)
+		synctest.Wait() // b's removal runs beside a's creation and may end after it
 		st := g.Stats()
 		is.Equal(st.EvictedForWaiter, int64(1))
 		is.Equal(st.Templates["b"].RemovedBy[ReasonEvicted], int64(1))
