@@ -387,6 +387,18 @@ func TestPoolHearsOfDeathsThatHappenBeforeItsWatcherSubscribesAgain(t *testing.T
 	})
 }
 
+// listedNotFound makes f answer "No such container" to the removal of the
+// containers hidden says while it still lists them, as Docker does for a
+// container whose creation is still in progress.
+func listedNotFound(f *fakedocker.Fake, hidden func(id string) bool) {
+	f.SetHook(func(ctx context.Context, op fakedocker.Op, id string) error {
+		if op == fakedocker.OpRemove && hidden(id) {
+			return fmt.Errorf("No such container: %s: %w", id, cerrdefs.ErrNotFound)
+		}
+		return nil
+	})
+}
+
 // Docker lists a container whose creation is still in progress before it
 // can find it by ID: a removal in that window answers "No such container",
 // and the container appears a moment later. New meets this with the
@@ -400,12 +412,7 @@ func TestNewRetriesTheRemovalOfAContainerListedButNotYetFound(t *testing.T) {
 		// What the crashed process left: a container being created.
 		inFlight := f.Add("", map[string]string{LabelPool: "t"}, false, 0)
 		var notFound atomic.Int32
-		f.Hook = func(ctx context.Context, op fakedocker.Op, id string) error {
-			if op == fakedocker.OpRemove && id == inFlight && notFound.Add(1) <= 3 {
-				return fmt.Errorf("No such container: %s: %w", id, cerrdefs.ErrNotFound)
-			}
-			return nil
-		}
+		listedNotFound(f, func(id string) bool { return id == inFlight && notFound.Add(1) <= 3 })
 		p := startFake(t, f, Config{MinIdle: 1})
 		is.NoErr(p.WaitIdle(context.Background(), 1))
 		// The removal is retried on the ticks, with a backoff: let the
@@ -440,12 +447,7 @@ func TestShutdownWaitsForAContainerListedButNotYetFoundAndRemovesIt(t *testing.T
 		is.NoErr(p.WaitIdle(context.Background(), 1))
 		id := f.Containers()[0].ID
 		until := time.Now().Add(5 * time.Second)
-		f.SetHook(func(ctx context.Context, op fakedocker.Op, x string) error {
-			if op == fakedocker.OpRemove && x == id && time.Now().Before(until) {
-				return fmt.Errorf("No such container: %s: %w", x, cerrdefs.ErrNotFound)
-			}
-			return nil
-		})
+		listedNotFound(f, func(x string) bool { return x == id && time.Now().Before(until) })
 		is.NoErr(p.Shutdown(context.Background()))
 		is.True(!time.Now().Before(until))
 		is.Equal(len(f.Containers()), 0)
@@ -463,12 +465,7 @@ func TestShutdownGivesUpOnContainersListedButNeverFoundAfterABoundAndRemovesTheR
 		is.NoErr(p.WaitIdle(context.Background(), 3))
 		cs := f.Containers()
 		ghosts := map[string]bool{cs[0].ID: true, cs[1].ID: true}
-		f.SetHook(func(ctx context.Context, op fakedocker.Op, x string) error {
-			if op == fakedocker.OpRemove && ghosts[x] {
-				return fmt.Errorf("No such container: %s: %w", x, cerrdefs.ErrNotFound)
-			}
-			return nil
-		})
+		listedNotFound(f, func(x string) bool { return ghosts[x] })
 		start := time.Now()
 		err := p.Shutdown(context.Background())
 		took := time.Since(start)
